@@ -1,0 +1,1 @@
+"""The stream's consumers: a pure core, adapters around it, and the runtimes that drive them."""

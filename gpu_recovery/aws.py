@@ -1,0 +1,41 @@
+"""boto3 clients built from settings, on demand (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from botocore.config import Config
+
+from gpu_recovery.settings import Settings
+
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+class AwsClients:
+    def __init__(self, settings: Settings, *, session: Any | None = None) -> None:
+        import boto3  # boto3 import costs ~150 ms; keep it off the CLI's --help path
+
+        self.settings = settings
+        self._session = session or boto3.session.Session()
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def session(self) -> Any:
+        return self._session
+
+    def client(self, service: str) -> Any:
+        if service not in self._cache:
+            self._cache[service] = self._make(service)
+        return self._cache[service]
+
+    def _make(self, service: str) -> Any:
+        kwargs: dict[str, Any] = {
+            "region_name": self.settings.region,
+            "config": Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
+        }
+        if self.settings.endpoint_url:
+            kwargs["endpoint_url"] = self.settings.endpoint_url
+            if not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
+                kwargs.update(LOCAL_CREDENTIALS)  # a local endpoint needs some credentials, never real ones
+        return self._session.client(service, **kwargs)

@@ -1,0 +1,45 @@
+"""The ``gpu-recovery`` command line. Imports stay lazy: ``--help`` must not load boto3, moto or CDK."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each entry is a module in gpu_recovery/commands with register(subparsers) and a run(args) handler.
+COMMANDS = ("demo", "schema")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpu-recovery",
+        description="Keep GPU training jobs alive on Amazon ECS: detect, diagnose with DCGM, repair, "
+        "restart, notify. Event-sourced on Kinesis.",
+    )
+    parser.add_argument("--log-level", default="WARNING", help="Python log level (default: WARNING)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"gpu_recovery.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from consumers.core.errors import ConfigError
+
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"gpu-recovery: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per subcommand: ``register`` adds its parser cheaply; the work is imported on run."""

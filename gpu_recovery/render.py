@@ -1,0 +1,49 @@
+"""Terminal rendering for people: rich tables of the projected items."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _short(arn: Any) -> str:
+    text = str(arn or "")
+    return text.rsplit("/", 1)[-1][:12] if "/" in text else text
+
+
+def demo_tables(result: Any, console: Console | None = None) -> None:
+    console = console or Console()
+    tables = result.tables
+    nodes = Table(title=f"ecs_node ({len(tables['ecs_node'])})")
+    for column in ("node", "instance", "status", "agent", "GPUs", "repair state", "last health report"):
+        nodes.add_column(column)
+    for node in tables["ecs_node"]:
+        report = node.get("last_health_report") or {}
+        nodes.add_row(
+            _short(node["container_instance_arn"]), str(node.get("ec2_instance_id")), str(node.get("status")),
+            "connected" if node.get("agent_connected") else "disconnected", str(node.get("gpu_count")),
+            str(node.get("repair_state")), str(report.get("verdict", "-")),
+        )
+    jobs = Table(title=f"ecs_job ({len(tables['ecs_job'])})")
+    for column in ("job", "state", "tasks", "running", "restarts", "reason"):
+        jobs.add_column(column)
+    for job in tables["ecs_job"]:
+        jobs.add_row(str(job["job_id"]), str(job.get("state")), str(job.get("task_count")),
+                     str(job.get("running_count")), str(job.get("restart_count")), str(job.get("state_reason") or ""))
+    tasks = Table(title=f"ecs_task ({len(tables['ecs_task'])})")
+    for column in ("task", "job", "node", "status", "version", "GPUs", "exit", "stop code"):
+        tasks.add_column(column)
+    for task in tables["ecs_task"]:
+        tasks.add_row(_short(task["task_arn"]), str(task.get("job_id")), _short(task.get("container_instance_arn")),
+                      str(task.get("last_status")), str(task.get("version")), str(len(task.get("gpu_ids") or [])),
+                      str(task.get("exit_code") if task.get("exit_code") is not None else "-"),
+                      str(task.get("stop_code") or "-"))
+    for table in (nodes, jobs, tasks):
+        console.print(table)
+    console.print(
+        f"[bold green]done[/] in {result.seconds:.1f}s: {result.events} events through the stream, "
+        f"{len(tables['ecs_task'])} tasks, {len(tables['ecs_job'])} job(s), {len(tables['ecs_node'])} nodes, "
+        f"{len(result.parked)} parked records."
+    )

@@ -1,0 +1,40 @@
+"""The local EventBridge: moto cannot deliver EventBridge events to Kinesis, so this applies the very
+rules the CDK stack deploys (events_schema.rules) and puts each matching event into the stream with
+that rule's partition key, as the Kinesis target would."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from events_schema.event_pattern import matches
+from events_schema.rules import IngestRule
+
+
+class RawWriter(Protocol):
+    def put_raw(self, records: Sequence[tuple[bytes, str]]) -> list[str]: ...
+
+
+class EventBridgeBridge:
+    def __init__(self, rules: Sequence[IngestRule], writer: RawWriter) -> None:
+        self._rules = list(rules)
+        self._writer = writer
+        self.delivered = 0
+        self.unmatched = 0
+
+    def route(self, event: dict[str, Any]) -> list[tuple[bytes, str]]:
+        """Every rule that matches delivers the event once, as EventBridge does."""
+        data = json.dumps(event, separators=(",", ":")).encode()
+        return [(data, rule.partition_key(event)) for rule in self._rules if matches(rule.event_pattern, event)]
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> int:
+        records: list[tuple[bytes, str]] = []
+        for event in events:
+            routed = self.route(event)
+            self.unmatched += not routed
+            records.extend(routed)
+        if records:
+            self._writer.put_raw(records)
+        self.delivered += len(records)
+        return len(records)

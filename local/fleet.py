@@ -1,0 +1,276 @@
+"""The ECS fleet simulator: GPU container instances and multi-node jobs on moto's ECS, and the events
+real ECS would emit for them (``detail.version`` increments, exit codes, agent connection changes).
+
+moto keeps the resources (cluster, instances, task definitions, tasks, tags); this class plays the
+ECS control plane and agents that moto does not, and emits their events through the local bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers.core.clocktext import iso
+from local.clock import VirtualClock
+
+Emit = Callable[[Sequence[dict[str, Any]]], object]
+TRAINING_FAMILY = "llm-train"
+
+
+@dataclass
+class SimNode:
+    name: str
+    instance_id: str
+    arn: str
+    gpu_ids: list[str]
+    instance_type: str
+    version: int = 1
+    agent_connected: bool = True
+    status: str = "ACTIVE"
+    attributes: dict[str, str] = field(default_factory=dict)
+    registered_at: str = ""
+
+    @property
+    def external(self) -> bool:
+        return self.instance_id.startswith("mi-")
+
+
+@dataclass
+class SimTask:
+    arn: str
+    node_arn: str | None
+    task_definition_arn: str
+    group: str | None
+    started_by: str | None
+    overrides: dict[str, Any]
+    gpu_ids: list[str]
+    tags: list[dict[str, str]]
+    created_at: str
+    version: int = 1
+    last_status: str = "PROVISIONING"
+    desired_status: str = "RUNNING"
+    exit_code: int | None = None
+    container_reason: str | None = None
+    stop_code: str | None = None
+    stopped_reason: str | None = None
+    started_at: str | None = None
+    stopped_at: str | None = None
+
+
+class FleetSimulator:
+    def __init__(
+        self,
+        ecs: Any,
+        ec2: Any,
+        clock: VirtualClock,
+        emit: Emit,
+        *,
+        cluster_name: str,
+        account_id: str,
+        region: str,
+    ) -> None:
+        self.ecs = ecs
+        self.ec2 = ec2
+        self.clock = clock
+        self.emit = emit
+        self.cluster_name = cluster_name
+        self.account_id = account_id
+        self.region = region
+        self.cluster_arn = f"arn:aws:ecs:{region}:{account_id}:cluster/{cluster_name}"
+        self.nodes: dict[str, SimNode] = {}
+        self.tasks: dict[str, SimTask] = {}
+        self.events_emitted = 0
+
+    # --- nodes ----------------------------------------------------------------------------------
+
+    def add_nodes(self, count: int, *, instance_type: str = "p4d.24xlarge", gpus: int = 8,
+                  prefix: str = "gpu-node") -> list[SimNode]:
+        added = []
+        for _ in range(count):
+            index = len(self.nodes) + 1
+            reservation = self.ec2.run_instances(
+                ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType=instance_type,
+                TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                    {"Key": "gpu-recovery:cluster", "Value": self.cluster_name},
+                    {"Key": "Name", "Value": f"{prefix}-{index}"},
+                ]}],
+            )
+            instance_id = reservation["Instances"][0]["InstanceId"]
+            document = json.dumps({"instanceId": instance_id, "region": self.region,
+                                   "instanceType": instance_type, "accountId": self.account_id})
+            registered = self.ecs.register_container_instance(
+                cluster=self.cluster_name, instanceIdentityDocument=document,
+            )["containerInstance"]
+            node = SimNode(
+                name=f"{prefix}-{index}", instance_id=instance_id, arn=registered["containerInstanceArn"],
+                gpu_ids=[f"GPU-{uuid.uuid5(uuid.NAMESPACE_URL, f'{instance_id}/{g}')}" for g in range(gpus)],
+                instance_type=instance_type, registered_at=iso(self.clock.now()),
+                attributes={"ecs.instance-type": instance_type, "ecs.os-type": "linux"},
+            )
+            self.nodes[node.arn] = node
+            added.append(node)
+        self.emit([self.node_event(node) for node in added])
+        return added
+
+    def node_by_name(self, name: str) -> SimNode:
+        return next(node for node in self.nodes.values() if node.name == name)
+
+    def set_node(self, node: SimNode, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(node, key, value)
+        node.version += 1
+        self.emit([self.node_event(node)])
+
+    # --- tasks ----------------------------------------------------------------------------------
+
+    def register_training_family(self, family: str = TRAINING_FAMILY, gpus: int = 8) -> str:
+        response = self.ecs.register_task_definition(
+            family=family,
+            containerDefinitions=[{
+                "name": "trainer", "image": "public.ecr.aws/example/llm-train:latest", "memory": 4096,
+                "essential": True, "resourceRequirements": [{"type": "GPU", "value": str(gpus)}],
+            }],
+        )
+        return str(response["taskDefinition"]["taskDefinitionArn"])
+
+    def start_tasks(
+        self,
+        task_definition_arn: str,
+        nodes: Sequence[SimNode],
+        *,
+        group: str | None,
+        started_by: str | None,
+        overrides_for: Callable[[int], dict[str, Any]] | None = None,
+        tags: list[dict[str, str]] | None = None,
+    ) -> list[SimTask]:
+        """Start one task per node through moto's StartTask, as a user's launcher would."""
+        started = []
+        for rank, node in enumerate(nodes):
+            overrides = overrides_for(rank) if overrides_for else {}
+            kwargs: dict[str, Any] = {
+                "cluster": self.cluster_name, "taskDefinition": task_definition_arn,
+                "containerInstances": [node.arn], "overrides": overrides,
+            }
+            if group:
+                kwargs["group"] = group
+            if started_by:
+                kwargs["startedBy"] = started_by
+            if tags:
+                kwargs["tags"] = tags
+            response = self.ecs.start_task(**kwargs)
+            started.append(self.track_task(response["tasks"][0]["taskArn"], node, task_definition_arn,
+                                           group, started_by, overrides, tags or []))
+        return started
+
+    def track_task(self, arn: str, node: SimNode | None, task_definition_arn: str, group: str | None,
+                   started_by: str | None, overrides: dict[str, Any], tags: list[dict[str, str]],
+                   gpus: int | None = None) -> SimTask:
+        count = len(node.gpu_ids) if node and gpus is None else (gpus or 0)
+        task = SimTask(
+            arn=arn, node_arn=node.arn if node else None, task_definition_arn=task_definition_arn,
+            group=group, started_by=started_by, overrides=overrides,
+            gpu_ids=[str(g) for g in range(count)], tags=tags, created_at=iso(self.clock.now()),
+        )
+        self.tasks[arn] = task
+        return task
+
+    def advance_task(self, task: SimTask, status: str, **changes: Any) -> dict[str, Any]:
+        """Move a task to a status, bump its version, and return the event ECS emits for it."""
+        task.last_status = status
+        for key, value in changes.items():
+            setattr(task, key, value)
+        now = iso(self.clock.now())
+        if status == "RUNNING" and task.started_at is None:
+            task.started_at = now
+        if status == "STOPPED":
+            task.desired_status = "STOPPED"
+            task.stopped_at = task.stopped_at or now
+        task.version += 1
+        return self.task_event(task)
+
+    def run_to_running(self, tasks: Sequence[SimTask]) -> None:
+        for status in ("PENDING", "RUNNING"):
+            self.clock.advance(1)
+            self.emit([self.advance_task(task, status) for task in tasks])
+
+    # --- the events ECS emits ------------------------------------------------------------------
+
+    def _envelope(self, detail_type: str, resource: str, detail: dict[str, Any]) -> dict[str, Any]:
+        self.events_emitted += 1
+        return {
+            "version": "0",
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{resource}/{detail.get('version')}/{detail_type}")),
+            "detail-type": detail_type,
+            "source": "aws.ecs",
+            "account": self.account_id,
+            "time": self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self.region,
+            "resources": [resource],
+            "detail": detail,
+        }
+
+    def task_event(self, task: SimTask) -> dict[str, Any]:
+        container: dict[str, Any] = {
+            "containerArn": f"{task.arn.replace(':task/', ':container/')}/trainer",
+            "lastStatus": task.last_status if task.last_status in ("RUNNING", "STOPPED") else "PENDING",
+            "name": "trainer",
+            "taskArn": task.arn,
+            "gpuIds": task.gpu_ids,
+            "cpu": "0",
+            "memory": "4096",
+        }
+        if task.exit_code is not None:
+            container["exitCode"] = task.exit_code
+        if task.container_reason:
+            container["reason"] = task.container_reason
+        detail: dict[str, Any] = {
+            "attachments": [],
+            "attributes": [{"name": "ecs.cpu-architecture", "value": "x86_64"}],
+            "availabilityZone": f"{self.region}a",
+            "clusterArn": self.cluster_arn,
+            "containers": [container],
+            "createdAt": task.created_at,
+            "desiredStatus": task.desired_status,
+            "lastStatus": task.last_status,
+            "launchType": "EXTERNAL" if self._external(task) else "EC2",
+            "overrides": task.overrides or {"containerOverrides": [{"name": "trainer"}]},
+            "taskArn": task.arn,
+            "taskDefinitionArn": task.task_definition_arn,
+            "updatedAt": iso(self.clock.now()),
+            "version": task.version,
+        }
+        if task.node_arn:
+            detail["containerInstanceArn"] = task.node_arn
+        for key, value in (("group", task.group), ("startedBy", task.started_by),
+                           ("startedAt", task.started_at), ("stoppedAt", task.stopped_at),
+                           ("stopCode", task.stop_code), ("stoppedReason", task.stopped_reason)):
+            if value is not None:
+                detail[key] = value
+        return self._envelope("ECS Task State Change", task.arn, detail)
+
+    def node_event(self, node: SimNode) -> dict[str, Any]:
+        detail = {
+            "agentConnected": node.agent_connected,
+            "attributes": [{"name": k, "value": v} for k, v in sorted(node.attributes.items())],
+            "clusterArn": self.cluster_arn,
+            "containerInstanceArn": node.arn,
+            "ec2InstanceId": node.instance_id,
+            "registeredResources": [
+                {"name": "CPU", "type": "INTEGER", "integerValue": 98304},
+                {"name": "MEMORY", "type": "INTEGER", "integerValue": 1143552},
+                {"name": "GPU", "type": "STRINGSET", "stringSetValue": node.gpu_ids},
+            ],
+            "registeredAt": node.registered_at,
+            "status": node.status,
+            "updatedAt": iso(self.clock.now()),
+            "version": node.version,
+            "versionInfo": {"agentVersion": "1.89.0", "dockerVersion": "DockerVersion: 25.0.8"},
+        }
+        return self._envelope("ECS Container Instance State Change", node.arn, detail)
+
+    def _external(self, task: SimTask) -> bool:
+        node = self.nodes.get(task.node_arn or "")
+        return bool(node and node.external)
