@@ -120,7 +120,7 @@ class Projector:
         only: set[EntityKey] | None,
         report: BatchReport,
     ) -> list[EntityKey]:
-        keys = {key for _, event_keys in relevant for key in event_keys}
+        keys = {key for _, event_keys in relevant for key in event_keys if only is None or key in only}
         stored = self._store.load(keys)
         state = ProjectionState(items={key: value.item for key, value in stored.items()})
         for event, _ in relevant:

@@ -17,7 +17,7 @@ class AwsClients:
         import boto3  # boto3 import costs ~150 ms; keep it off the CLI's --help path
 
         self.settings = settings
-        self._session = session or boto3.session.Session()
+        self._session: Any = session or boto3.session.Session()
         self._cache: dict[str, Any] = {}
 
     @property

@@ -18,6 +18,7 @@ Install it with ``bash .ci/install-kcl.sh`` (into ``.local/node``, an ignored fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -141,11 +142,9 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 10.0) 
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        process.wait(timeout=timeout)
+        process.wait(timeout=10.0)
 
 
 def _log_tail(path: Path | None, limit: int = 2000) -> str:
@@ -172,6 +171,7 @@ class KinesisLocal:
     extra_node_args: Sequence[str] = ("--max-old-space-size=256",)
     plain_port: int = 0
     tls_port: int = 0
+    stop_timeout: float = 2.0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log_file: IO[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -231,9 +231,13 @@ class KinesisLocal:
         )
 
     def stop(self) -> None:
-        """Stop the process group; safe to call twice."""
+        """Stop the process group; safe to call twice.
+
+        kinesis-mock waits for open keep-alive connections (e.g. a live boto3 client) after
+        SIGTERM, so it gets ``stop_timeout`` seconds, then SIGKILL (nothing is persisted).
+        """
         if self._process is not None:
-            stop_process_group(self._process)
+            stop_process_group(self._process, timeout=self.stop_timeout)
             self._process = None
         if self._log_file is not None:
             self._log_file.close()

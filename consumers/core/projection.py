@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from consumers.core.clocktext import epoch_seconds, iso, parse_iso
 from events_schema.aws import (
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
@@ -28,7 +29,6 @@ from events_schema.events import (
     JobStateChanged,
     NodeStateChanged,
 )
-from consumers.core.clocktext import epoch_seconds, iso, parse_iso
 
 TASK = "ecs_task"
 JOB = "ecs_job"
@@ -139,10 +139,11 @@ def _apply_task(state: ProjectionState, event: TaskStateChange, config: Projecti
     detail = event.detail
     key: EntityKey = (TASK, detail.taskArn)
     current = state.get(key)
-    if current is not None and current.get("version", -1) >= detail.version:
-        return
     item = _task_item(event, config, current)
-    state.put(key, item)
+    if current is None or current.get("version", -1) < detail.version:
+        state.put(key, item)
+    # The job's entry has its own version: a write lost between the task's and the job's put heals
+    # when the batch is delivered again.
     if item["job_id"] is not None:
         _apply_task_to_job(state, item, config)
 
@@ -257,8 +258,9 @@ def _derive_job(job: Item, config: ProjectionConfig) -> Item:
     if recovery is not None:
         state = _merge_job_state(derived, derived_at, last_failure_at, recovery)
     job["state"] = state
-    if current:
-        latest = max(current.items(), key=lambda kv: (kv[1]["created_at"], kv[0]))[1]
+    members = current or job["tasks"]
+    if members:
+        latest = max(members.items(), key=lambda kv: (kv[1]["created_at"], kv[0]))[1]
         job["task_definition_arn"] = latest["task_definition_arn"]
     job["is_gpu"] = any(t["is_gpu"] for t in job["tasks"].values())
     job["task_count"] = len(current)

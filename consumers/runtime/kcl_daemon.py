@@ -15,6 +15,7 @@ change something.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -169,7 +170,8 @@ def executable_command(argv: Sequence[str]) -> str:
     """Join argv into ``executableName``; the daemon splits it on spaces and knows no quoting."""
     _require(len(argv) > 0, "argv must not be empty")
     for arg in argv:
-        _require(arg != "" and not any(ch.isspace() for ch in arg), f"argument {arg!r} is empty or has spaces")
+        clean = arg != "" and not any(ch.isspace() for ch in arg)
+        _require(clean, f"argument {arg!r} is empty or has spaces")
     return " ".join(argv)
 
 
@@ -367,10 +369,8 @@ def launch_daemon(
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def stop_daemon(process: subprocess.Popen[bytes], *, grace_seconds: float = 10.0) -> int | None:

@@ -88,7 +88,7 @@ class ShardProcessor(RecordProcessorBase):  # type: ignore[misc]
             self._checkpoint(process_records_input.checkpointer, records[-1].sequence_number)
         except _LeaseGone:
             self.lease_held = False
-        except Exception as exc:  # noqa: BLE001 - everything else must stop us, never be skipped
+        except Exception as exc:
             log.exception("processor stopping without checkpoint shard=%s", self.shard_id)
             self._on_fatal(exc)
             raise FatalProcessorError(str(exc)) from exc

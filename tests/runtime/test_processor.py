@@ -1,0 +1,143 @@
+"""ShardProcessor discipline: never skip a record, checkpoint only what is durable."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import pytest
+from amazon_kclpy import messages
+from amazon_kclpy.checkpoint_error import CheckpointError
+
+from consumers.core.errors import TransientError
+from consumers.core.ports import StreamRecord
+from consumers.runtime.processor import FatalProcessorError, RetryPolicy, ShardProcessor
+
+
+class Handler:
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.failures = list(failures or [])
+        self.batches: list[list[str]] = []
+
+    def handle_batch(self, records: Sequence[StreamRecord]) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.batches.append([r.sequence_number for r in records])
+
+
+class Checkpointer:
+    def __init__(self, errors: list[str] | None = None) -> None:
+        self.errors = list(errors or [])
+        self.positions: list[str | None] = []
+
+    def checkpoint(self, sequence_number: str | None = None, sub_sequence_number: int | None = None) -> None:
+        if self.errors:
+            raise CheckpointError(self.errors.pop(0))
+        self.positions.append(sequence_number)
+
+
+def batch(*seqs: str) -> messages.ProcessRecordsInput:
+    return messages.ProcessRecordsInput({
+        "action": "processRecords", "millisBehindLatest": 0,
+        "records": [messages.Record({"action": "record", "sequenceNumber": s, "subSequenceNumber": 0,
+                                     "approximateArrivalTimestamp": 1_700_000_000_000, "partitionKey": "k",
+                                     "data": base64.b64encode(b"{}").decode()}) for s in seqs],
+    })
+
+
+def processor(handler: Handler, fatal: list[BaseException] | None = None) -> ShardProcessor:
+    sink = fatal if fatal is not None else []
+    p = ShardProcessor(handler, retry=RetryPolicy(attempts=3, base_s=0), sleep=lambda s: None,
+                       on_fatal=sink.append)
+    p.initialize(messages.InitializeInput({"action": "initialize", "shardId": "shardId-1",
+                                           "sequenceNumber": None, "subSequenceNumber": None}))
+    return p
+
+
+def test_batch_is_checkpointed_at_its_last_record_after_the_handler_succeeds() -> None:
+    handler, checkpointer = Handler(), Checkpointer()
+    batch("10", "11", "12").dispatch(checkpointer, processor(handler))
+    assert handler.batches == [["10", "11", "12"]]
+    assert checkpointer.positions == ["12"]
+
+
+def test_transient_errors_are_retried_inside_process_records() -> None:
+    handler, checkpointer = Handler([TransientError("throttled"), TransientError("timeout")]), Checkpointer()
+    batch("10").dispatch(checkpointer, processor(handler))
+    assert handler.batches == [["10"]] and checkpointer.positions == ["10"]
+
+
+def test_a_bug_stops_the_processor_without_checkpoint_so_nothing_is_skipped() -> None:
+    # GIVEN a handler that fails with something that is not transient
+    fatal: list[BaseException] = []
+    handler, checkpointer = Handler([KeyError("bug")]), Checkpointer()
+    # WHEN the batch is processed
+    with pytest.raises(FatalProcessorError):
+        batch("10").dispatch(checkpointer, processor(handler, fatal))
+    # THEN nothing is checkpointed and the process is told to stop (the daemon restarts from the checkpoint)
+    assert checkpointer.positions == [] and isinstance(fatal[0], KeyError)
+
+
+def test_retries_exhausted_is_fatal_too() -> None:
+    fatal: list[BaseException] = []
+    handler = Handler([TransientError("x")] * 5)
+    with pytest.raises(FatalProcessorError):
+        batch("10").dispatch(Checkpointer(), processor(handler, fatal))
+    assert fatal
+
+
+def test_lease_lost_stops_writing() -> None:
+    handler = Handler()
+    p = processor(handler)
+    p.lease_lost(messages.LeaseLostInput({"action": "leaseLost"}))
+    batch("10").dispatch(Checkpointer(), p)
+    assert handler.batches == []
+
+
+def test_shutdown_exception_on_checkpoint_means_the_lease_is_gone() -> None:
+    handler, checkpointer = Handler(), Checkpointer(["ShutdownException"])
+    p = processor(handler)
+    batch("10").dispatch(checkpointer, p)
+    assert p.lease_held is False
+    batch("11").dispatch(Checkpointer(), p)
+    assert handler.batches == [["10"]]
+
+
+def test_throttled_checkpoint_is_retried() -> None:
+    checkpointer = Checkpointer(["ThrottlingException"])
+    batch("10").dispatch(checkpointer, processor(Handler()))
+    assert checkpointer.positions == ["10"]
+
+
+def test_shard_end_checkpoints() -> None:
+    checkpointer = Checkpointer()
+    shard_end = messages.ShardEndedInput({"action": "shardEnded"})
+    shard_end.dispatch(checkpointer, processor(Handler()))
+    assert checkpointer.positions == [None]
+
+
+def test_kclpy_transcript_drives_the_processor() -> None:
+    """The daemon's own protocol, through amazon-kclpy's KCLProcess, in memory."""
+    import io
+    import json
+
+    from amazon_kclpy import kcl
+
+    record = {"action": "record", "sequenceNumber": "7", "subSequenceNumber": 0,
+              "approximateArrivalTimestamp": 1_700_000_000_000, "partitionKey": "k",
+              "data": base64.b64encode(b"{}").decode()}
+    lines = [
+        {"action": "initialize", "shardId": "shardId-9", "sequenceNumber": None, "subSequenceNumber": None},
+        {"action": "processRecords", "millisBehindLatest": 0, "records": [record]},
+        {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0, "error": None},
+        {"action": "shutdownRequested"},
+        {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0, "error": None},
+    ]
+    stdin = io.StringIO("".join(json.dumps(line) + "\n" for line in lines))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler = Handler()
+    kcl.KCLProcess(processor(handler), stdin, stdout, stderr).run()
+    sent = [json.loads(line) for line in stdout.getvalue().splitlines() if line.strip()]
+    assert handler.batches == [["7"]]
+    assert {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": None} in sent
+    assert stderr.getvalue() == ""
