@@ -1,0 +1,1 @@
+"""Integration tests that start real servers or daemons (marked slow)."""

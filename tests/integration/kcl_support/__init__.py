@@ -1,0 +1,1 @@
+"""Helpers the KCL integration test runs as child processes."""
