@@ -81,11 +81,12 @@ class ShardProcessor(RecordProcessorBase):  # type: ignore[misc]
         if not self.lease_held:
             return  # the lease is gone: another worker owns these records now
         records = [to_stream_record(self.shard_id, r) for r in process_records_input.records]
-        if not records:
-            return
         try:
+            # Empty batches reach the handler too (callProcessRecordsEvenForEmptyRecordList): the
+            # recovery consumer notices expired deadlines on them.
             self._handle_with_retry(records)
-            self._checkpoint(process_records_input.checkpointer, records[-1].sequence_number)
+            if records:
+                self._checkpoint(process_records_input.checkpointer, records[-1].sequence_number)
         except _LeaseGone:
             self.lease_held = False
         except Exception as exc:
