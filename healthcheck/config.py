@@ -1,0 +1,70 @@
+"""The agent's settings: explicit argument > environment variable > default, validated in one model.
+
+The recovery consumer starts the check task with container overrides that set the environment variables
+below (``GPU_RECOVERY_CHECK_LEVEL``, ``GPU_RECOVERY_INCIDENT_ID``, ``GPU_RECOVERY_NODE_ARN``, ...); an
+operator running it by hand passes the same values as flags. Stream, region and endpoint come from
+``gpu_recovery.settings`` (``GPU_RECOVERY_STREAM_NAME``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consumers.core.errors import ConfigError
+
+
+def _env(default: Any, name: str, field: str, **kwargs: Any) -> Any:
+    return Field(default, validation_alias=AliasChoices(name, field), **kwargs)
+
+
+class AgentConfig(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    level: int = _env(2, "GPU_RECOVERY_CHECK_LEVEL", "level", ge=1, le=4)
+    incident_id: str | None = _env(None, "GPU_RECOVERY_INCIDENT_ID", "incident_id")
+    node_arn: str | None = _env(None, "GPU_RECOVERY_NODE_ARN", "node_arn")
+    instance_id: str | None = _env(None, "GPU_RECOVERY_INSTANCE_ID", "instance_id")
+    check_task_arn: str | None = _env(None, "GPU_RECOVERY_CHECK_TASK_ARN", "check_task_arn")
+    since: datetime | None = _env(None, "GPU_RECOVERY_FAULT_TIME", "since")
+    expected_gpus: int | None = _env(None, "GPU_RECOVERY_EXPECTED_GPUS", "expected_gpus", ge=1)
+    dcgmi: str = _env("dcgmi", "GPU_RECOVERY_DCGMI", "dcgmi", min_length=1)
+    kernel_log: Path | None = _env(None, "GPU_RECOVERY_KERNEL_LOG", "kernel_log")
+    diag_timeout_s: float | None = _env(None, "GPU_RECOVERY_DIAG_TIMEOUT_S", "diag_timeout_s", gt=0)
+    health_timeout_s: float = _env(60.0, "GPU_RECOVERY_HEALTH_TIMEOUT_S", "health_timeout_s", gt=0)
+    health_sample_s: float = _env(10.0, "GPU_RECOVERY_HEALTH_SAMPLE_S", "health_sample_s", ge=0)
+    skip_health: bool = _env(False, "GPU_RECOVERY_SKIP_HEALTH", "skip_health")
+    kill_grace_s: float = _env(10.0, "GPU_RECOVERY_KILL_GRACE_S", "kill_grace_s", ge=0)
+    stdout_only: bool = _env(False, "GPU_RECOVERY_STDOUT_ONLY", "stdout_only")
+    put_attempts: int = _env(5, "GPU_RECOVERY_PUT_ATTEMPTS", "put_attempts", ge=1, le=20)
+
+
+ENV_VARS = {
+    name: str(next(c for c in field.validation_alias.choices if isinstance(c, str) and c.isupper()))
+    for name, field in AgentConfig.model_fields.items()
+    if isinstance(field.validation_alias, AliasChoices)
+}
+
+
+def load_config(**overrides: Any) -> AgentConfig:
+    """Explicit values (None means "not given"), then the environment, then defaults."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return AgentConfig(**given)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = ["invalid health-check configuration:"]
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        field = next((f for f, env in ENV_VARS.items() if name in (f, env)), name)
+        env = ENV_VARS.get(field)
+        where = f" (--{field.replace('_', '-')} or {env})" if env else ""
+        lines.append(f"  {field}{where}: {error['msg']}; got {error.get('input')!r}.")
+    return "\n".join(lines)
