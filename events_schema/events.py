@@ -118,7 +118,8 @@ class ActionOutcome(EventData):
     action: Action
     incident_id: str | None = None
     job_id: str | None = None
-    status: Literal["succeeded", "failed"]
+    # "unknown": the consumer stopped between claiming a non-repeatable call and recording its result.
+    status: Literal["succeeded", "failed", "unknown"]
     detail: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis import KinesisStreamWriter
+from consumers.adapters.actuators import AwsActuator
+from consumers.adapters.ledger import DynamoLedger
+from consumers.adapters.recovery_store import DynamoRecoveryStore
 from consumers.core.projection import ProjectionConfig
+from consumers.core.recovery.config import PolicyConfig
+from consumers.core.recovery.policy import RecoveryPolicy
 from consumers.projector import Projector
+from consumers.recovery import RecoveryConsumer, no_fault
 from consumers.runtime.local_reader import DynamoCheckpoints, LocalReader
 from consumers.runtime.processor import BatchHandler, ShardProcessor
 from events_schema.rules import ingest_rules
@@ -62,3 +71,46 @@ def local_reader(clients: AwsClients, application: str, handler: BatchHandler) -
 
 def _propagate(exc: BaseException) -> None:
     """Local runs surface a fatal processor error as an exception (the daemon exits instead)."""
+
+
+def policy_config(settings: Settings) -> PolicyConfig:
+    return PolicyConfig(
+        cluster_name=settings.cluster_name,
+        health_check_family=settings.health_check_task,
+        job_id_source=settings.job_id_source,
+        gpu_task_families=frozenset(settings.gpu_task_families),
+        max_job_restarts=settings.max_job_restarts,
+        breaker_fraction=settings.breaker_fraction,
+        fault_window=timedelta(days=settings.fault_window_days),
+        health_check_deadline=timedelta(seconds=settings.health_check_deadline_s),
+        reboot_deadline=timedelta(seconds=settings.reboot_deadline_s),
+        restart_deadline=timedelta(seconds=settings.restart_deadline_s),
+        capacity_deadline=timedelta(seconds=settings.capacity_deadline_s),
+        restart_backoff=timedelta(seconds=settings.restart_backoff_s),
+        replace_instances=settings.replace_instances,
+    )
+
+
+def topic_arn(settings: Settings) -> str:
+    return f"arn:aws:sns:{settings.region}:{settings.account_id}:{settings.sns_topic_name}"
+
+
+def build_recovery(
+    clients: AwsClients,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    fault: Callable[[str], None] = no_fault,
+) -> RecoveryConsumer:
+    settings = clients.settings
+    dynamodb = clients.client("dynamodb")
+    return RecoveryConsumer(
+        RecoveryPolicy(policy_config(settings)),
+        DynamoRecoveryStore(dynamodb, settings.recovery_table),
+        stream_writer(clients),
+        AwsActuator(clients, cluster=settings.cluster_name, topic_arn=topic_arn(settings)),
+        DynamoLedger(dynamodb, settings.ledger_table),
+        DynamoParkingLot(dynamodb, settings.parked_table),
+        clock=clock or (lambda: datetime.now(UTC)),
+        dry_run=settings.dry_run,
+        fault=fault,
+    )

@@ -172,7 +172,7 @@ def _task_item(event: TaskStateChange, config: ProjectionConfig, current: Item |
         "exit_code": first_nonzero_exit(detail),
         "failed": is_failure(detail),
         "containers": [_container(c.model_dump(mode="json")) for c in detail.containers],
-        "launch_spec": _launch_spec(detail),
+        "launch_spec": launch_spec(detail),
         "created_at": iso(detail.createdAt) if detail.createdAt else at,
         "started_at": iso(detail.startedAt) if detail.startedAt else None,
         "stopped_at": stopped_at,
@@ -193,7 +193,7 @@ def _container(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _launch_spec(detail: TaskDetail) -> dict[str, Any]:
+def launch_spec(detail: TaskDetail) -> dict[str, Any]:
     """What StartTask needs to launch this task again, exactly as it was (ECS forgets stopped tasks)."""
     overrides = detail.overrides.model_dump(mode="json", exclude_none=True) if detail.overrides else {}
     return {
