@@ -1,0 +1,1 @@
+"""The whole system as one CDK app: one Stack made of one Construct per unit (see stack.py)."""

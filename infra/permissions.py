@@ -1,0 +1,209 @@
+"""IAM statements whose scope is the point: the KCL's own tables and the recovery consumer's actions.
+
+Pure functions of names and ARNs (CloudFormation references included): the stack attaches them, the
+tests read them back from the template. Each statement is as narrow as the action allows; the
+Service Authorization Reference says which actions take a resource and which condition keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+# Operators tag their GPU nodes (EC2 instances or their Auto Scaling group, and ECS Anywhere managed
+# instances) with this key and the cluster's name; the recovery may act only on tagged nodes.
+NODE_TAG_KEY = "gpu-recovery:cluster"
+# Our custom metrics (published by the consumers): see infra/operations.py.
+METRIC_NAMESPACE = "GpuRecovery"
+# KCL 3 creates these next to its lease table (named after the application).
+KCL_TABLE_SUFFIXES = ("", "-CoordinatorState", "-WorkerMetricStats")
+ECS_TASKS = "ecs-tasks.amazonaws.com"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Arns:
+    """Builds ARNs in one partition, region and account (literal or CloudFormation references)."""
+
+    partition: str
+    region: str
+    account: str
+
+    def of(self, service: str, resource: str, *, region: str | None = None, account: str | None = None) -> str:
+        return (f"arn:{self.partition}:{service}:{self.region if region is None else region}:"
+                f"{self.account if account is None else account}:{resource}")
+
+
+def kcl_lease_statements(arns: Arns, application: str) -> list[iam.PolicyStatement]:
+    """What the KCL needs for its lease, coordinator-state and worker-metrics tables, and nothing else."""
+    tables = [arns.of("dynamodb", f"table/{application}{suffix}") for suffix in KCL_TABLE_SUFFIXES]
+    return [
+        iam.PolicyStatement(
+            sid="KclMetadataTables",
+            actions=[
+                "dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:UpdateTable", "dynamodb:Scan",
+                "dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            ],
+            resources=tables,
+        ),
+        iam.PolicyStatement(
+            sid="KclLeaseOwnerIndex",
+            actions=["dynamodb:Query"],
+            resources=[f"{table}/index/*" for table in tables],
+        ),
+    ]
+
+
+def put_metrics_statement(namespaces: list[str]) -> iam.PolicyStatement:
+    """PutMetricData takes no resource worth naming; the namespace condition is the scope."""
+    return iam.PolicyStatement(
+        sid="PutOwnMetrics",
+        actions=["cloudwatch:PutMetricData"],
+        resources=["*"],
+        conditions={"StringEquals": {"cloudwatch:namespace": namespaces}},
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionScope:
+    """Everything the recovery consumer may touch."""
+
+    arns: Arns
+    cluster_name: str
+    cluster_arn: str
+    health_check_family: str
+    topic_arn: str
+    pass_role_arns: list[str]
+    # Restart only these task definition families; empty: any family, still only in this cluster.
+    job_families: list[str]
+    replace_instances: bool
+
+
+def recovery_action_statements(scope: ActionScope) -> list[iam.PolicyStatement]:
+    return [
+        *_ecs_statements(scope),
+        *_node_statements(scope),
+        iam.PolicyStatement(sid="NotifyOurTopic", actions=["sns:Publish"], resources=[scope.topic_arn]),
+        iam.PolicyStatement(
+            sid="PassJobAndHealthCheckRoles",
+            actions=["iam:PassRole"],
+            resources=scope.pass_role_arns,
+            conditions={"StringEquals": {"iam:PassedToService": ECS_TASKS}},
+        ),
+    ]
+
+
+def _in_cluster(scope: ActionScope) -> dict[str, dict[str, str]]:
+    return {"ArnEquals": {"ecs:cluster": scope.cluster_arn}}
+
+
+def _ecs_statements(scope: ActionScope) -> list[iam.PolicyStatement]:
+    arns, cluster = scope.arns, scope.cluster_name
+    families = scope.job_families or ["*"]
+    job_definitions = [arns.of("ecs", f"task-definition/{family}:*") for family in families]
+    tasks = arns.of("ecs", f"task/{cluster}/*")
+    instances = arns.of("ecs", f"container-instance/{cluster}/*")
+    return [
+        iam.PolicyStatement(
+            sid="StartHealthCheckInCluster",
+            actions=["ecs:StartTask"],
+            resources=[arns.of("ecs", f"task-definition/{scope.health_check_family}:*")],
+            conditions=_in_cluster(scope),
+        ),
+        iam.PolicyStatement(
+            sid="RestartJobTasksInCluster",
+            actions=["ecs:StartTask", "ecs:RunTask"],
+            resources=job_definitions,
+            conditions=_in_cluster(scope),
+        ),
+        # Restarted tasks keep their tags (the old tool lost them); tagging on create needs this.
+        iam.PolicyStatement(
+            sid="TagTasksOnStart",
+            actions=["ecs:TagResource"],
+            resources=[tasks],
+            conditions={"StringEquals": {"ecs:CreateAction": ["StartTask", "RunTask"]}},
+        ),
+        iam.PolicyStatement(
+            sid="TasksInCluster",
+            actions=["ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTagsForResource"],
+            resources=[tasks],
+            conditions=_in_cluster(scope),
+        ),
+        iam.PolicyStatement(
+            sid="NodesInCluster",
+            actions=[
+                "ecs:UpdateContainerInstancesState", "ecs:PutAttributes", "ecs:DescribeContainerInstances",
+                "ecs:ListTasks", "ecs:ListTagsForResource",
+            ],
+            resources=[instances],
+            conditions=_in_cluster(scope),
+        ),
+        iam.PolicyStatement(
+            sid="ListNodesOfCluster",
+            actions=["ecs:ListContainerInstances", "ecs:DescribeClusters"],
+            resources=[scope.cluster_arn],
+        ),
+    ]
+
+
+def _tagged(scope: ActionScope) -> dict[str, dict[str, str]]:
+    return {"StringEquals": {f"aws:ResourceTag/{NODE_TAG_KEY}": scope.cluster_name}}
+
+
+def _node_statements(scope: ActionScope) -> list[iam.PolicyStatement]:
+    arns = scope.arns
+    statements = [
+        iam.PolicyStatement(
+            sid="RebootTaggedInstances",
+            actions=["ec2:RebootInstances"],
+            resources=[arns.of("ec2", "instance/*")],
+            conditions=_tagged(scope),
+        ),
+        # SendCommand is authorized against the document and the target separately: the document is
+        # AWS's own (no account), the targets are our tagged ECS Anywhere nodes.
+        iam.PolicyStatement(
+            sid="RunShellScriptDocumentOnly",
+            actions=["ssm:SendCommand"],
+            resources=[arns.of("ssm", "document/AWS-RunShellScript", account="")],
+        ),
+        iam.PolicyStatement(
+            sid="SendCommandToTaggedManagedInstances",
+            actions=["ssm:SendCommand"],
+            resources=[arns.of("ssm", "managed-instance/*")],
+            conditions=_tagged(scope),
+        ),
+    ]
+    if scope.replace_instances:
+        statements += [
+            iam.PolicyStatement(
+                sid="TerminateTaggedInstances",
+                actions=["ec2:TerminateInstances"],
+                resources=[arns.of("ec2", "instance/*")],
+                conditions=_tagged(scope),
+            ),
+            # The group carries the tag (propagated to its instances at launch).
+            iam.PolicyStatement(
+                sid="ReplaceInTaggedGroups",
+                actions=["autoscaling:TerminateInstanceInAutoScalingGroup"],
+                resources=[arns.of("autoscaling", "autoScalingGroup:*:autoScalingGroupName/*")],
+                conditions=_tagged(scope),
+            ),
+            # Finding an instance's group takes a describe call that has no resource-level scope.
+            iam.PolicyStatement(
+                sid="FindInstanceGroup",
+                actions=["autoscaling:DescribeAutoScalingInstances"],
+                resources=["*"],
+            ),
+        ]
+    return statements
+
+
+def task_role(scope: Construct, construct_id: str, *, description: str) -> iam.Role:
+    """A task role that only ECS tasks of this account can assume (the confused-deputy guard ECS documents)."""
+    principal = iam.ServicePrincipal(ECS_TASKS).with_conditions(
+        {"StringEquals": {"aws:SourceAccount": Stack.of(scope).account}}
+    )
+    return iam.Role(scope, construct_id, assumed_by=principal, description=description)
