@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TextIO
 
 from consumers.core.ports import StreamWriter
@@ -64,10 +64,11 @@ def gather(config: AgentConfig, probes: Probes) -> tuple[Findings, dict[str, flo
     nvml_outcome = nvml.collect(probes.nvml)
     durations["nvml"] = probes.monotonic() - started
     started = probes.monotonic()
+    since = config.since - timedelta(seconds=config.since_margin_s) if config.since else None
     if config.kernel_log is not None:
-        xids = kernel_log.read_file(config.kernel_log, since=config.since)
+        xids = kernel_log.read_file(config.kernel_log, since=since)
     else:
-        xids = kernel_log.read_kernel(since=config.since, runner=probes.runner)
+        xids = kernel_log.read_kernel(since=since, runner=probes.runner)
     durations["kernel_log"] = probes.monotonic() - started
     return Findings(config.level, config.expected_gpus, diag, health, nvml_outcome, xids), durations
 

@@ -30,7 +30,11 @@ class AgentConfig(BaseSettings):
     node_arn: str | None = _env(None, "GPU_RECOVERY_NODE_ARN", "node_arn")
     instance_id: str | None = _env(None, "GPU_RECOVERY_INSTANCE_ID", "instance_id")
     check_task_arn: str | None = _env(None, "GPU_RECOVERY_CHECK_TASK_ARN", "check_task_arn")
-    since: datetime | None = _env(None, "GPU_RECOVERY_FAULT_TIME", "since")
+    # The recovery consumer sets GPU_RECOVERY_SINCE (the incident's opening time); FAULT_TIME reads the same.
+    since: datetime | None = Field(None, validation_alias=AliasChoices("GPU_RECOVERY_SINCE", "GPU_RECOVERY_FAULT_TIME",
+                                                                      "since"))
+    # The XID comes before the task stops and the incident opens: look back this far before ``since``.
+    since_margin_s: float = _env(3600.0, "GPU_RECOVERY_SINCE_MARGIN_S", "since_margin_s", ge=0)
     expected_gpus: int | None = _env(None, "GPU_RECOVERY_EXPECTED_GPUS", "expected_gpus", ge=1)
     dcgmi: str = _env("dcgmi", "GPU_RECOVERY_DCGMI", "dcgmi", min_length=1)
     kernel_log: Path | None = _env(None, "GPU_RECOVERY_KERNEL_LOG", "kernel_log")

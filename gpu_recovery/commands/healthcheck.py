@@ -13,7 +13,7 @@ exit codes: 0 the node is usable (healthy, or an application fault), 1 the node 
 
 environment (set by the recovery consumer as container overrides; flags win):
   GPU_RECOVERY_CHECK_LEVEL  GPU_RECOVERY_INCIDENT_ID  GPU_RECOVERY_NODE_ARN  GPU_RECOVERY_INSTANCE_ID
-  GPU_RECOVERY_CHECK_TASK_ARN  GPU_RECOVERY_FAULT_TIME  GPU_RECOVERY_EXPECTED_GPUS  GPU_RECOVERY_DCGMI
+  GPU_RECOVERY_CHECK_TASK_ARN  GPU_RECOVERY_SINCE  GPU_RECOVERY_EXPECTED_GPUS  GPU_RECOVERY_DCGMI
   GPU_RECOVERY_KERNEL_LOG  GPU_RECOVERY_DIAG_TIMEOUT_S  GPU_RECOVERY_STDOUT_ONLY  GPU_RECOVERY_STREAM_NAME
 See docs/healthcheck.md."""
 
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
                         help="dcgmi diag level (GPU_RECOVERY_CHECK_LEVEL; default 2)")
     parser.add_argument("--dcgmi", help="the dcgmi binary to run (GPU_RECOVERY_DCGMI; default: dcgmi on PATH)")
     parser.add_argument("--kernel-log", help="read XIDs from this file instead of dmesg/journal")
-    parser.add_argument("--since", help="fault time, ISO 8601: ignore older XID lines (GPU_RECOVERY_FAULT_TIME)")
+    parser.add_argument("--since", help="fault time, ISO 8601: ignore older XID lines (GPU_RECOVERY_SINCE)")
     parser.add_argument("--expected-gpus", type=int, help="GPUs this node should have")
     parser.add_argument("--node-arn", help="container instance ARN (GPU_RECOVERY_NODE_ARN)")
     parser.add_argument("--instance-id", help="EC2 instance id (GPU_RECOVERY_INSTANCE_ID)")

@@ -95,3 +95,12 @@ def test_level_and_commands_reach_dcgmi(check: CheckFn, dcgmi_calls: Callable[[]
 def test_missing_dcgmi_is_inconclusive(check: CheckFn) -> None:
     run = check("all_pass", dcgmi="/nonexistent/dcgmi")
     assert run.outcome.exit_code == 2 and "could not start" in run.report.reason
+
+
+def test_fault_time_keeps_the_xid_that_came_just_before_it_and_drops_old_ones(check: CheckFn) -> None:
+    # GIVEN an XID 48 the evening before (22:10) and an XID 13 at 10:02:41, and a fault noticed at 10:03
+    # WHEN the fault time is given with the default one-hour look-back
+    run = check("all_pass", kernel="xid48_before_fault_time.log", since="2026-11-28T10:03:00Z")
+    # THEN the XID 13 a few seconds before the incident counts; last night's XID 48 does not
+    assert [(x.xid, x.count) for x in run.report.xids] == [(13, 1)]
+    assert run.report.verdict == "application_fault"
