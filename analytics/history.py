@@ -1,0 +1,43 @@
+"""Raw records (stream, archive or file) -> decoded events, and a count of what could not be decoded."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from events_schema.decode import MalformedRecord, StreamEvent, decode
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass
+class Decoded:
+    events: list[StreamEvent] = field(default_factory=list)
+    unreadable: Counter[str] = field(default_factory=Counter)
+
+
+def decode_all(payloads: Iterable[bytes]) -> Decoded:
+    out = Decoded()
+    for data in payloads:
+        try:
+            out.events.append(decode(data))
+        except MalformedRecord as exc:
+            out.unreadable[exc.kind] += 1
+    return out
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """An ISO 8601 time (UTC when it names no zone) or an age before ``now``: ``90s``, ``15m``, ``2h``, ``7d``."""
+    age = _AGE.match(text.strip().lower())
+    if age:
+        return now - timedelta(seconds=float(age.group(1)) * _UNIT_S[age.group(2)])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO 8601 time (2026-11-28T10:00:00Z) nor an age (15m, 2h, 7d)")\
+            from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

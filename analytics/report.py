@@ -1,0 +1,467 @@
+"""The fleet reliability report: pure figures from a history of stream events over a time range.
+
+No I/O and no clock: the caller reads the events (stream, archive or file) and names the range.
+
+Definitions (the recovery consumer writes our events with ``subject`` filled):
+
+* An incident runs from ``IncidentOpened`` to ``IncidentClosed``; it is in the report when it opened
+  inside the range. Events after ``until`` are not looked at; events before ``since`` only explain
+  incidents in the range (the task failure that led to one).
+* detect: the earliest failing ECS task event of the incident's jobs (STOPPED, non-zero exit or failed
+  start, not a user stop; ``detail.stoppedAt``, else the event time) after the job's previous incident,
+  up to ``IncidentOpened``.
+* diagnose: ``IncidentOpened`` -> the incident's first ``HealthCheckReported``.
+* repair: that report -> the node's ``NodeStateChanged`` to HEALTHY, QUARANTINED or REPLACED for the
+  incident; zero when the verdict needed no repair (``healthy``, ``application_fault``).
+* restart: the repair's end (or the report) -> the last of the incident's jobs back to RUNNING
+  (``JobStateChanged`` RUNNING for the incident).
+* time to recovery = detect + diagnose + repair + restart. Means and p90s are over the incidents where
+  all four are known, so the phase means add up to the mean time to recovery. p90 is nearest-rank.
+* automatic: every job back to RUNNING and no ``NotificationSent`` of kind escalation, deadline_expired
+  or job_failed for the incident. The rate is over every incident in the range.
+* XIDs: per incident, every XID its health reports name, counted once per report kind (the highest
+  count any of its reports gives, so a post-reboot check does not double the diagnosis).
+* goodput lost per job interruption: (the job's RUNNING time for the incident, else the range end)
+  minus the job's first failure, times the GPUs of the job's tasks alive at that failure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from consumers.core.projection import ProjectionConfig, is_failure, job_id_of
+from consumers.core.xid_catalog import classify_xid
+from events_schema.aws import TaskStateChange
+from events_schema.decode import StreamEvent
+from events_schema.envelope import OurEvent
+from events_schema.events import (
+    HealthCheckReported,
+    IncidentClosed,
+    IncidentOpened,
+    JobStateChanged,
+    NodeStateChanged,
+    NotificationSent,
+)
+
+PHASES = ("detect", "diagnose", "repair", "restart")
+REPAIR_ENDS = frozenset({"HEALTHY", "QUARANTINED", "REPLACED"})
+NO_REPAIR_VERDICTS = frozenset({"healthy", "application_fault"})
+HARDWARE_OUTCOMES = frozenset({"quarantined", "replaced"})
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    lemon_threshold: int = 2  # hardware faults in the range that make a node a "lemon"
+    escalation_kinds: frozenset[str] = frozenset({"escalation", "deadline_expired", "job_failed"})
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+
+
+# --- the report, as it goes out (--json) ------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Stat(_Out):
+    count: int
+    mean_s: float | None
+    p90_s: float | None
+
+
+class IncidentFigures(_Out):
+    incident_id: str
+    node_arn: str
+    opened_at: datetime
+    closed_at: datetime | None
+    outcome: str  # an IncidentClosed outcome, or "open"
+    verdict: str | None
+    hardware_fault: bool
+    jobs: list[str]
+    first_failure_at: datetime | None
+    detect_s: float | None
+    diagnose_s: float | None
+    repair_s: float | None
+    restart_s: float | None
+    time_to_recovery_s: float | None
+    automatic: bool
+    xids: dict[int, int]
+
+
+class XidFigures(_Out):
+    xid: int
+    meaning: str
+    cls: str
+    incidents: int
+    occurrences: int
+
+
+class NodeFigures(_Out):
+    node_arn: str
+    incidents: int
+    hardware_faults: int
+    application_faults: int
+    reboots: int
+    quarantined: bool
+    xids: list[int]
+    lemon: bool
+
+
+class Interruption(_Out):
+    incident_id: str
+    job_id: str
+    failed_at: datetime
+    running_at: datetime | None
+    duration_s: float
+    gpus: int
+    gpu_hours_lost: float
+    recovered: bool
+
+
+class DayFaults(_Out):
+    day: date
+    hardware: int
+    application: int
+    other: int
+
+
+class Report(_Out):
+    since: datetime | None
+    until: datetime | None
+    range_end: datetime | None
+    events: int
+    unreadable: dict[str, int]  # records that were not events, by reason (counted, never skipped silently)
+    incidents: int
+    incidents_complete: int
+    outcomes: dict[str, int]
+    automatic_recoveries: int
+    automatic_recovery_rate: float | None
+    time_to_recovery: Stat
+    phases: dict[str, Stat]
+    xids: list[XidFigures]
+    nodes: list[NodeFigures]
+    lemon_threshold: int
+    interruptions: list[Interruption]
+    gpu_hours_lost: float
+    faults_by_day: list[DayFaults]
+    node_day: dict[str, dict[str, int]]  # node ARN -> ISO day -> incidents opened
+    incident_list: list[IncidentFigures]
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def p90(values: Sequence[float]) -> float | None:
+    """Nearest rank: the smallest value with at least 90% of the values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def stat(values: Sequence[float]) -> Stat:
+    return Stat(count=len(values), mean_s=mean(values), p90_s=p90(values))
+
+
+# --- the history, indexed ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskSeen:
+    time: datetime
+    job_id: str | None
+    stopped: bool
+    failed_at: datetime | None
+    gpus: int
+
+
+@dataclass
+class History:
+    """Our events by incident and the ECS task events by job, each list in time order."""
+
+    opened: dict[str, tuple[datetime, IncidentOpened]] = field(default_factory=dict)
+    closed: dict[str, tuple[datetime, IncidentClosed]] = field(default_factory=dict)
+    reports: dict[str, list[tuple[datetime, HealthCheckReported]]] = field(default_factory=lambda: defaultdict(list))
+    node_states: dict[str, list[tuple[datetime, NodeStateChanged]]] = field(
+        default_factory=lambda: defaultdict(list))
+    running: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    escalated: set[str] = field(default_factory=set)
+    tasks: dict[str, list[_TaskSeen]] = field(default_factory=lambda: defaultdict(list))
+    last_time: datetime | None = None
+    events: int = 0
+
+    def failures(self, job_id: str, after: datetime | None, up_to: datetime) -> list[datetime]:
+        return sorted(
+            seen.failed_at for seen_list in self.tasks.values() for seen in seen_list
+            if seen.job_id == job_id and seen.failed_at is not None
+            and (after is None or seen.failed_at > after) and seen.failed_at <= up_to
+        )
+
+    def gpus_at(self, job_id: str, moment: datetime) -> int:
+        """GPUs of the job's tasks alive at ``moment``: seen by then, not stopped before it."""
+        total = 0
+        for seen_list in self.tasks.values():
+            mine = [s for s in seen_list if s.job_id == job_id]
+            if not mine or mine[0].time > moment:
+                continue
+            stops = [s.failed_at or s.time for s in mine if s.stopped]
+            if stops and min(stops) < moment:
+                continue
+            total += max(s.gpus for s in mine)
+        return total
+
+
+def index_history(events: Iterable[StreamEvent], *, until: datetime | None, config: ReportConfig) -> History:
+    history = History()
+    seen_ids: set[str] = set()
+    for event in sorted(events, key=lambda e: e.time):
+        if until is not None and event.time > until:
+            continue
+        identity = event.event_id if isinstance(event, OurEvent) else f"aws:{event.id}"
+        if identity in seen_ids:
+            continue  # at-least-once delivery: the same event twice counts once
+        seen_ids.add(identity)
+        history.events += 1
+        history.last_time = event.time
+        if isinstance(event, OurEvent):
+            _index_ours(history, event, config)
+        elif isinstance(event, TaskStateChange):
+            _index_task(history, event, config)
+    return history
+
+
+def _index_ours(history: History, event: OurEvent, config: ReportConfig) -> None:
+    data, when = event.data, event.time
+    if isinstance(data, IncidentOpened):
+        history.opened.setdefault(data.incident_id, (when, data))
+    elif isinstance(data, IncidentClosed):
+        history.closed.setdefault(data.incident_id, (when, data))
+    elif isinstance(data, HealthCheckReported) and data.incident_id:
+        history.reports[data.incident_id].append((when, data))
+    elif isinstance(data, NodeStateChanged) and data.incident_id:
+        history.node_states[data.incident_id].append((when, data))
+    elif isinstance(data, JobStateChanged) and data.state == "RUNNING" and data.incident_id:
+        history.running.setdefault((data.incident_id, data.job_id), when)
+    elif isinstance(data, NotificationSent) and data.incident_id and data.kind in config.escalation_kinds:
+        history.escalated.add(data.incident_id)
+
+
+def _index_task(history: History, event: TaskStateChange, config: ReportConfig) -> None:
+    detail = event.detail
+    failed_at = (detail.stoppedAt or event.time) if is_failure(detail) else None
+    history.tasks[detail.taskArn].append(_TaskSeen(
+        time=event.time, job_id=job_id_of(detail, config.projection), stopped=detail.lastStatus == "STOPPED",
+        failed_at=failed_at, gpus=len(detail.gpu_ids),
+    ))
+
+
+# --- one incident -----------------------------------------------------------------------------------
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def _previous_opening(history: History, job_id: str, before: datetime) -> datetime | None:
+    earlier = [when for when, data in history.opened.values() if job_id in data.job_ids and when < before]
+    return max(earlier) if earlier else None
+
+
+def job_first_failure(history: History, incident_id: str, job_id: str) -> datetime | None:
+    opened_at, _ = history.opened[incident_id]
+    failures = history.failures(job_id, _previous_opening(history, job_id, opened_at), opened_at)
+    return failures[0] if failures else None
+
+
+def incident_figures(history: History, incident_id: str) -> IncidentFigures:
+    opened_at, opened = history.opened[incident_id]
+    failures = [f for job in opened.job_ids if (f := job_first_failure(history, incident_id, job)) is not None]
+    first_failure = min(failures) if failures else None
+    reports = sorted(history.reports.get(incident_id, []), key=lambda r: r[0])
+    report_at, report = reports[0] if reports else (None, None)
+    repair_end = _repair_end(history, incident_id, opened.node_arn, report_at, report)
+    running = [history.running.get((incident_id, job)) for job in opened.job_ids]
+    all_running = all(r is not None for r in running)
+    restart_end = max((r for r in running if r is not None), default=repair_end) if all_running else None
+    phases = {
+        "detect": _seconds(first_failure, opened_at),
+        "diagnose": _seconds(opened_at, report_at),
+        "repair": _seconds(report_at, repair_end),
+        "restart": _seconds(repair_end, restart_end),
+    }
+    known = [v for v in phases.values() if v is not None]
+    closed = history.closed.get(incident_id)
+    outcome = closed[1].outcome if closed else "open"
+    xids = _incident_xids(reports)
+    return IncidentFigures(
+        incident_id=incident_id, node_arn=opened.node_arn, opened_at=opened_at,
+        closed_at=closed[0] if closed else None, outcome=outcome,
+        verdict=report.verdict if report else None,
+        hardware_fault=(report is not None and report.verdict == "hardware_fault") or outcome in HARDWARE_OUTCOMES,
+        jobs=list(opened.job_ids), first_failure_at=first_failure,
+        detect_s=phases["detect"], diagnose_s=phases["diagnose"], repair_s=phases["repair"],
+        restart_s=phases["restart"],
+        time_to_recovery_s=sum(known) if len(known) == len(PHASES) else None,
+        automatic=all_running and incident_id not in history.escalated,
+        xids=xids,
+    )
+
+
+def _repair_end(history: History, incident_id: str, node_arn: str, report_at: datetime | None,
+                report: HealthCheckReported | None) -> datetime | None:
+    if report_at is None or report is None:
+        return None
+    if report.verdict in NO_REPAIR_VERDICTS:
+        return report_at
+    for when, change in sorted(history.node_states.get(incident_id, []), key=lambda s: s[0]):
+        if when >= report_at and change.node_arn == node_arn and change.state in REPAIR_ENDS:
+            return when
+    return None
+
+
+def _incident_xids(reports: list[tuple[datetime, HealthCheckReported]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for _, report in reports:
+        for found in report.xids:
+            counts[found.xid] = max(counts.get(found.xid, 0), found.count)
+    return dict(sorted(counts.items()))
+
+
+def _reboots(history: History, incident_id: str) -> int:
+    return sum(1 for _, change in history.node_states.get(incident_id, []) if change.state == "REBOOTING")
+
+
+# --- the whole report -------------------------------------------------------------------------------
+
+
+def build_report(
+    events: Iterable[StreamEvent],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    config: ReportConfig | None = None,
+    unreadable: dict[str, int] | None = None,
+) -> Report:
+    config = config or ReportConfig()
+    history = index_history(events, until=until, config=config)
+    in_range = sorted(
+        (iid for iid, (when, _) in history.opened.items() if since is None or when >= since),
+        key=lambda iid: (history.opened[iid][0], iid),
+    )
+    incidents = [incident_figures(history, iid) for iid in in_range]
+    range_end = until or history.last_time
+    complete = [i for i in incidents if i.time_to_recovery_s is not None]
+    automatic = sum(1 for i in incidents if i.automatic)
+    interruptions = _interruptions(history, in_range, range_end)
+    return Report(
+        since=since, until=until, range_end=range_end, events=history.events,
+        unreadable=dict(sorted((unreadable or {}).items())),
+        incidents=len(incidents), incidents_complete=len(complete),
+        outcomes=dict(sorted(Counter(i.outcome for i in incidents).items())),
+        automatic_recoveries=automatic,
+        automatic_recovery_rate=automatic / len(incidents) if incidents else None,
+        time_to_recovery=stat([i.time_to_recovery_s for i in complete if i.time_to_recovery_s is not None]),
+        phases={phase: stat([_phase(i, phase) for i in complete]) for phase in PHASES},
+        xids=_xid_figures(incidents),
+        nodes=_node_figures(history, incidents, config),
+        lemon_threshold=config.lemon_threshold,
+        interruptions=interruptions,
+        gpu_hours_lost=sum(i.gpu_hours_lost for i in interruptions),
+        faults_by_day=_faults_by_day(incidents),
+        node_day=_node_day(incidents),
+        incident_list=incidents,
+    )
+
+
+def _phase(incident: IncidentFigures, phase: str) -> float:
+    value = getattr(incident, f"{phase}_s")
+    return float(value)
+
+
+def _xid_figures(incidents: list[IncidentFigures]) -> list[XidFigures]:
+    incident_counts: Counter[int] = Counter()
+    occurrences: Counter[int] = Counter()
+    for incident in incidents:
+        for xid, count in incident.xids.items():
+            incident_counts[xid] += 1
+            occurrences[xid] += count
+    out = []
+    for xid in sorted(incident_counts, key=lambda x: (-incident_counts[x], -occurrences[x], x)):
+        advice = classify_xid(xid)
+        out.append(XidFigures(xid=xid, meaning=advice.meaning, cls=advice.cls, incidents=incident_counts[xid],
+                              occurrences=occurrences[xid]))
+    return out
+
+
+def _node_figures(history: History, incidents: list[IncidentFigures], config: ReportConfig) -> list[NodeFigures]:
+    by_node: dict[str, list[IncidentFigures]] = defaultdict(list)
+    for incident in incidents:
+        by_node[incident.node_arn].append(incident)
+    nodes = []
+    for node, mine in by_node.items():
+        hardware = sum(1 for i in mine if i.hardware_fault)
+        nodes.append(NodeFigures(
+            node_arn=node, incidents=len(mine), hardware_faults=hardware,
+            application_faults=sum(1 for i in mine if i.verdict == "application_fault"),
+            reboots=sum(_reboots(history, i.incident_id) for i in mine),
+            quarantined=any(i.outcome in HARDWARE_OUTCOMES for i in mine),
+            xids=sorted({x for i in mine for x in i.xids}),
+            lemon=hardware >= config.lemon_threshold,
+        ))
+    return sorted(nodes, key=lambda n: (-n.hardware_faults, -n.incidents, n.node_arn))
+
+
+def _interruptions(history: History, incident_ids: list[str], range_end: datetime | None) -> list[Interruption]:
+    out = []
+    for incident_id in incident_ids:
+        opened_at, opened = history.opened[incident_id]
+        for job in opened.job_ids:
+            failed_at = job_first_failure(history, incident_id, job) or opened_at
+            running_at = history.running.get((incident_id, job))
+            end = running_at or range_end or failed_at
+            duration = max(0.0, (end - failed_at).total_seconds())
+            gpus = history.gpus_at(job, failed_at)
+            out.append(Interruption(
+                incident_id=incident_id, job_id=job, failed_at=failed_at, running_at=running_at,
+                duration_s=duration, gpus=gpus, gpu_hours_lost=duration / 3600 * gpus,
+                recovered=running_at is not None,
+            ))
+    return out
+
+
+def _category(incident: IncidentFigures) -> Literal["hardware", "application", "other"]:
+    if incident.hardware_fault:
+        return "hardware"
+    return "application" if incident.verdict == "application_fault" else "other"
+
+
+def _faults_by_day(incidents: list[IncidentFigures]) -> list[DayFaults]:
+    if not incidents:
+        return []
+    counts: dict[date, Counter[str]] = defaultdict(Counter)
+    for incident in incidents:
+        counts[incident.opened_at.date()][_category(incident)] += 1
+    first, last = min(counts), max(counts)
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]  # quiet days show as zero
+    return [DayFaults(day=d, hardware=counts[d]["hardware"], application=counts[d]["application"],
+                      other=counts[d]["other"]) for d in days]
+
+
+def _node_day(incidents: list[IncidentFigures]) -> dict[str, dict[str, int]]:
+    grid: dict[str, Counter[str]] = defaultdict(Counter)
+    for incident in incidents:
+        grid[incident.node_arn][incident.opened_at.date().isoformat()] += 1
+    return {node: dict(sorted(days.items())) for node, days in sorted(grid.items())}
