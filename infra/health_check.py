@@ -17,10 +17,11 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from consumers.core.recovery.policy import CHECK_CONTAINER
 from infra.permissions import task_role
 
-# The recovery names this container in its StartTask overrides (level, incident id, GPU count).
-CONTAINER_NAME = "healthcheck"
+# The recovery names this container in its StartTask overrides (level, incident id, node).
+CONTAINER_NAME = CHECK_CONTAINER
 
 
 class HealthCheck(Construct):

@@ -30,9 +30,8 @@ REVIEWED_WILDCARDS: list[tuple[str, str]] = [
     (r"^Resource::<\w+\.Arn>/\*$",
      "objects inside this stack's own archive bucket"),
     (r"^Resource::\*$",
-     "only actions with no resource-level permissions (ecr:GetAuthorizationToken, "
-     "autoscaling:DescribeAutoScalingInstances) or scoped by condition (cloudwatch:PutMetricData on our "
-     "namespaces); tests/infra walks every statement against this allow-list"),
+     "only actions with no resource-level permissions (ecr:GetAuthorizationToken) or scoped by condition "
+     "(cloudwatch:PutMetricData on our namespaces); tests/infra walks every statement against this allow-list"),
     (rf":dynamodb:{_AT}:table/[^/]+/index/\*$",
      "the KCL's lease-owner index on its own lease tables (named after the KCL application)"),
     (rf":ecs:{_AT}:task-definition/[^/:*]+:\*$",

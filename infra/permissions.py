@@ -113,9 +113,10 @@ def _ecs_statements(scope: ActionScope) -> list[iam.PolicyStatement]:
             resources=[arns.of("ecs", f"task-definition/{scope.health_check_family}:*")],
             conditions=_in_cluster(scope),
         ),
+        # Restarts place each task on a chosen node (StartTask), with its exact revision.
         iam.PolicyStatement(
             sid="RestartJobTasksInCluster",
-            actions=["ecs:StartTask", "ecs:RunTask"],
+            actions=["ecs:StartTask"],
             resources=job_definitions,
             conditions=_in_cluster(scope),
         ),
@@ -124,27 +125,26 @@ def _ecs_statements(scope: ActionScope) -> list[iam.PolicyStatement]:
             sid="TagTasksOnStart",
             actions=["ecs:TagResource"],
             resources=[tasks],
-            conditions={"StringEquals": {"ecs:CreateAction": ["StartTask", "RunTask"]}},
+            conditions={"StringEquals": {"ecs:CreateAction": "StartTask"}},
         ),
         iam.PolicyStatement(
             sid="TasksInCluster",
-            actions=["ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTagsForResource"],
+            actions=["ecs:StopTask", "ecs:DescribeTasks"],
             resources=[tasks],
             conditions=_in_cluster(scope),
         ),
         iam.PolicyStatement(
             sid="NodesInCluster",
-            actions=[
-                "ecs:UpdateContainerInstancesState", "ecs:PutAttributes", "ecs:DescribeContainerInstances",
-                "ecs:ListTasks", "ecs:ListTagsForResource",
-            ],
+            actions=["ecs:UpdateContainerInstancesState", "ecs:PutAttributes", "ecs:ListTasks"],
             resources=[instances],
             conditions=_in_cluster(scope),
         ),
+        # ListTagsForResource takes no ecs:cluster key; the ARNs themselves name the cluster (ECS's long
+        # ARN format, the default for every account).
         iam.PolicyStatement(
-            sid="ListNodesOfCluster",
-            actions=["ecs:ListContainerInstances", "ecs:DescribeClusters"],
-            resources=[scope.cluster_arn],
+            sid="ReadTagsInCluster",
+            actions=["ecs:ListTagsForResource"],
+            resources=[tasks, instances],
         ),
     ]
 
@@ -177,27 +177,17 @@ def _node_statements(scope: ActionScope) -> list[iam.PolicyStatement]:
         ),
     ]
     if scope.replace_instances:
-        statements += [
-            iam.PolicyStatement(
-                sid="TerminateTaggedInstances",
-                actions=["ec2:TerminateInstances"],
-                resources=[arns.of("ec2", "instance/*")],
-                conditions=_tagged(scope),
-            ),
-            # The group carries the tag (propagated to its instances at launch).
+        # Replace = terminate without decrementing desired capacity; Auto Scaling then terminates the
+        # instance with its own service-linked role, so no ec2:TerminateInstances here. The group
+        # carries the tag (and propagates it to its instances at launch).
+        statements.append(
             iam.PolicyStatement(
                 sid="ReplaceInTaggedGroups",
                 actions=["autoscaling:TerminateInstanceInAutoScalingGroup"],
                 resources=[arns.of("autoscaling", "autoScalingGroup:*:autoScalingGroupName/*")],
                 conditions=_tagged(scope),
-            ),
-            # Finding an instance's group takes a describe call that has no resource-level scope.
-            iam.PolicyStatement(
-                sid="FindInstanceGroup",
-                actions=["autoscaling:DescribeAutoScalingInstances"],
-                resources=["*"],
-            ),
-        ]
+            )
+        )
     return statements
 
 
