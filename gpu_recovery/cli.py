@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Each entry is a module in gpu_recovery/commands with register(subparsers) and a run(args) handler.
-COMMANDS = ("demo", "schema", "healthcheck")
+COMMANDS = ("demo", "schema", "healthcheck", "replay", "audit")
 
 
 def build_parser() -> argparse.ArgumentParser:

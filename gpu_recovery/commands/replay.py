@@ -1,0 +1,219 @@
+"""``gpu-recovery replay``: rebuild the tables from the stream or its archive; compare with live.
+
+Replay never acts: it reads history, folds it with the live projector's pure core and writes items.
+Nothing here (or in ``replay/``) imports an actuator or the recovery consumer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from gpu_recovery.commands.common import add_aws_options, settings_from
+
+# The KCL application names (= their lease tables). They mirror gpu_recovery.wiring, which this module
+# must not import: wiring builds the recovery consumer and its actuators, and replay never reaches those.
+# tests/replay/test_no_actuators.py checks that these and projection_config below agree with wiring.
+PROJECTOR_APP = "gpu-recovery-projector"
+RECOVERY_APP = "gpu-recovery-recovery"
+TARGET_HELP = ("shadow (default: new tables <name>-replay-<UTC time>), file:PATH (one JSON object, '-' for "
+               "stdout), live (overwrite the live tables; needs --yes) or none (with --verify: compare only)")
+EXIT_DIFFERENT = 1
+EXIT_REFUSED = 2
+
+
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default="stream",
+                        help="stream (every shard, TRIM_HORIZON or --since, up to the tip at start), "
+                        "s3://BUCKET/PREFIX (the Firehose archive, gzip or plain) or file:PATH "
+                        "(a JSON Lines file or a folder of them, .gz too); default: stream")
+    parser.add_argument("--since", type=timestamp, help="start at this time (ISO 8601, UTC if no zone); the "
+                        "stream by arrival time, archives and files by each event's own time")
+    parser.add_argument("--until", type=timestamp, help="stop after this time (same rules as --since)")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "replay", help="rebuild the tables from the stream or its archive (never acts)",
+        description="Fold the history with the live projector's own core into shadow tables, a file or "
+        "(with --yes) the live tables. --verify compares the result with the live tables and exits 1 on "
+        "any difference. Replay makes no ECS, EC2, SSM or SNS call.",
+    )
+    add_aws_options(parser)
+    add_source_options(parser)
+    parser.add_argument("--target", default="shadow", help=TARGET_HELP)
+    parser.add_argument("--verify", action="store_true",
+                        help="compare the rebuilt items with the live tables; exit 1 on any difference")
+    parser.add_argument("--yes", action="store_true", help="confirm --target live")
+    parser.add_argument("--force", action="store_true",
+                        help="with --target live: overwrite even while consumers hold leases")
+    parser.add_argument("--prune", action="store_true",
+                        help="with --target live: also delete live items the replay did not produce")
+    parser.add_argument("--lease-wait", type=float, default=12.0, metavar="SECONDS",
+                        help="with --target live: how long to watch owned leases for renewals (default 12; "
+                        "KCL renews every failover/3 = 3.3 s); 0 counts every owned lease as held")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(handler=run)
+
+
+def projection_config(settings: Any) -> Any:
+    """The live projector's config from settings (the same fields as gpu_recovery.wiring's)."""
+    from consumers.core.projection import ProjectionConfig
+
+    return ProjectionConfig(
+        job_id_source=settings.job_id_source,
+        gpu_task_families=frozenset(settings.gpu_task_families),
+        health_check_family=settings.health_check_task,
+        ttl_days=settings.ttl_days,
+    )
+
+
+def timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-28T10:00:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def run(args: argparse.Namespace) -> int:
+    from replay.sources import SourceError
+    from replay.targets import TargetError
+
+    try:
+        return _run(args)
+    except (SourceError, TargetError) as exc:
+        print(f"gpu-recovery replay: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from replay.rebuild import TimeWindow, rebuild
+    from replay.report import ReplayProgress, print_summary, print_verify
+    from replay.sources import open_source
+
+    settings = settings_from(args)
+    now = datetime.now(UTC)
+    target = _checked_target(args.target)
+    out = Console(stderr=bool(args.json) or target == "file:-", highlight=False)
+    clients = _Clients(settings)
+    if target == "live" and not _live_allowed(args, clients, settings, Console(stderr=True, highlight=False)):
+        return EXIT_REFUSED
+    source = open_source(args.source, clients=clients.client, stream_name=settings.stream_name, now=now,
+                         since=args.since, until=args.until)
+    window = None if source.reads_window else TimeWindow(args.since, args.until)
+    with ReplayProgress(source, enabled=not args.no_progress) as bar:
+        rebuilt = rebuild(source.records(), projection_config(settings), window=window, tick=bar.tick)
+    summary: dict[str, Any] = {"source": source.description, "target": target,
+                               "stats": rebuilt.stats.as_json(), "items": rebuilt.items_per_table()}
+    # Verify before writing: with --target live it reports what the overwrite is about to change.
+    report = _verify(rebuilt, clients, settings, now) if args.verify else None
+    if report is not None:
+        summary["verify"] = report.as_json()
+    summary.update(_write(target, rebuilt, clients, settings, now, args))
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        print_summary(rebuilt, out, target=summary.get("written_to", target))
+        if report is not None:
+            print_verify(report, out)
+    return EXIT_DIFFERENT if report is not None and not report.equal else 0
+
+
+class _Clients:
+    """AWS clients on first use only: a file-to-file replay needs no AWS at all."""
+
+    def __init__(self, settings: Any) -> None:
+        self._settings = settings
+        self._clients: Any = None
+
+    def client(self, service: str) -> Any:
+        if self._clients is None:
+            from gpu_recovery.aws import AwsClients
+
+            self._clients = AwsClients(self._settings)
+        return self._clients.client(service)
+
+
+def _checked_target(target: str) -> str:
+    from replay.targets import TargetError
+
+    if target in ("shadow", "live", "none") or (target.startswith("file:") and len(target) > len("file:")):
+        return target
+    raise TargetError(f"--target {target!r}: expected shadow, file:PATH, live or none")
+
+
+def _live_allowed(args: argparse.Namespace, clients: _Clients, settings: Any, err: Any) -> bool:
+    from replay.leases import check_consumers
+    from replay.report import print_consumers
+
+    if not args.yes:
+        print("gpu-recovery replay: --target live overwrites the live tables; add --yes to confirm "
+              "(or use --target shadow and --verify first)", file=sys.stderr)
+        return False
+    check = check_consumers(
+        clients.client("dynamodb"), lease_tables=[PROJECTOR_APP, RECOVERY_APP],
+        checkpoint_table=settings.checkpoint_table, applications=[PROJECTOR_APP, RECOVERY_APP],
+        wait_s=args.lease_wait,
+    )
+    print_consumers(check, err)
+    if check.busy and not args.force:
+        print("gpu-recovery replay: refusing to overwrite the live tables while consumers are running (see "
+              "'active' above); stop them first, or add --force if you know better", file=sys.stderr)
+        return False
+    if check.busy:
+        print("gpu-recovery replay: --force: overwriting although consumers are running", file=sys.stderr)
+    return True
+
+
+def _verify(rebuilt: Any, clients: _Clients, settings: Any, now: datetime) -> Any:
+    from botocore.exceptions import ClientError
+
+    from consumers.adapters.dynamodb import DynamoProjectionStore
+    from replay.targets import TargetError
+    from replay.verify import verify
+
+    live = DynamoProjectionStore(clients.client("dynamodb"), settings.projection_tables())
+    try:
+        return verify(rebuilt.state, live.scan_table, now_epoch=int(now.timestamp()))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        names = ", ".join(settings.projection_tables().values())
+        raise TargetError(f"--verify: a live table is missing (looked for {names} in {settings.region}"
+                          f"{' at ' + settings.endpoint_url if settings.endpoint_url else ''}); "
+                          "set TASK_TABLE_NAME / JOB_TABLE_NAME / NODE_TABLE_NAME if they are named "
+                          "otherwise") from None
+
+
+def _write(
+    target: str, rebuilt: Any, clients: _Clients, settings: Any, now: datetime, args: argparse.Namespace
+) -> dict[str, Any]:
+    from consumers.adapters.dynamodb import DynamoProjectionStore, create_tables
+    from replay.targets import fill_tables, prune_tables, shadow_table_names, write_file
+
+    if target == "none":
+        return {"written_to": "nowhere (--target none)"}
+    if target.startswith("file:"):
+        write_file(rebuilt.state, target.removeprefix("file:"))
+        return {"written_to": target}
+    dynamodb = clients.client("dynamodb")
+    if target == "shadow":
+        names = shadow_table_names(settings.projection_tables(), now)
+        create_tables(dynamodb, names)
+        report = fill_tables(DynamoProjectionStore(dynamodb, names), rebuilt.state, empty=True)
+        return {"written_to": "shadow tables " + ", ".join(names.values()), "shadow_tables": names,
+                "written": report.written}
+    names = settings.projection_tables()
+    store = DynamoProjectionStore(dynamodb, names)
+    report = fill_tables(store, rebuilt.state, empty=False)
+    if args.prune:
+        prune_tables(dynamodb, names, rebuilt.state, store.scan_table, report)
+    return {"written_to": "live tables " + ", ".join(names.values()), "written": report.written,
+            "deleted": report.deleted, "conflicts": report.conflicts}

@@ -1,0 +1,149 @@
+"""A self-contained HTML page of an audit: the timeline and an SVG chart of node health over time.
+
+Inline CSS and SVG only: no script, no CDN, no font download; the file opens anywhere, offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from html import escape
+
+from consumers.core.clocktext import parse_iso
+from replay.audit import CATEGORY_TITLE, Timeline, short
+
+STATE_COLORS = {
+    "HEALTHY": "#2e9d5b", "SUSPECT": "#e0b000", "CHECKING": "#f08c00", "REBOOTING": "#3b6fd8",
+    "VERIFYING": "#8a5cd0", "QUARANTINED": "#d6336c", "REPLACED": "#868e96",
+}
+VERDICT_COLORS = {"healthy": "#2e9d5b", "application_fault": "#e0b000", "hardware_fault": "#d6336c",
+                  "inconclusive": "#868e96"}
+CATEGORY_COLORS = {"ecs": "#495057", "health": "#0b7285", "decision": "#5f3dc4", "action": "#1864ab",
+                   "outcome": "#2b8a3e", "other": "#868e96"}
+Scale = Callable[[datetime], float]
+CHART_WIDTH = 960
+LABEL_WIDTH = 150
+LANE_HEIGHT = 30
+AXIS_HEIGHT = 28
+
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#212529}
+h1{font-size:20px;margin:0 0 4px} .meta{color:#6c757d;margin-bottom:16px}
+table{border-collapse:collapse;width:100%;margin-top:16px} th,td{padding:4px 8px;text-align:left;
+vertical-align:top;border-bottom:1px solid #dee2e6} th{background:#f1f3f5;position:sticky;top:0}
+td.time{white-space:nowrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+.badge{display:inline-block;padding:1px 6px;border-radius:8px;color:#fff;font-size:12px;white-space:nowrap}
+.why{color:#495057} svg text{font:11px system-ui,sans-serif;fill:#343a40} .legend span{margin-right:12px}
+.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
+"""
+
+
+def render_html(timeline: Timeline, *, title: str | None = None) -> str:
+    subject = timeline.subject
+    heading = title or f"Audit of {subject.kind} {subject.id}"
+    rows = "\n".join(_row(row.as_json()) for row in timeline.rows)
+    incidents = escape(", ".join(sorted(timeline.links.incidents)) or "none")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(heading)}</title><style>{CSS}</style></head>
+<body>
+<h1>{escape(heading)}</h1>
+<div class="meta">{len(timeline.rows)} events; incidents: {incidents};
+read {timeline.records_read} records</div>
+<h2>Node health over time</h2>
+{health_chart(timeline)}
+<div class="legend">{_legend()}</div>
+<h2>Timeline</h2>
+<table><thead><tr><th>time (UTC)</th><th>what</th><th>subject</th><th>event</th><th>why</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table>
+</body></html>
+"""
+
+
+def _row(row: dict[str, object]) -> str:
+    category = str(row["category"])
+    badge = (f'<span class="badge" style="background:{CATEGORY_COLORS.get(category, "#868e96")}">'
+             f"{escape(CATEGORY_TITLE.get(category, category))}</span>")
+    return (f'<tr><td class="time">{escape(str(row["time"]))}</td><td>{badge}</td>'
+            f'<td>{escape(str(row["subject"]))}</td><td>{escape(str(row["what"]))}</td>'
+            f'<td class="why">{escape(str(row["why"]))}</td></tr>')
+
+
+def _legend() -> str:
+    states = "".join(f'<span><i class="swatch" style="background:{c}"></i>{escape(s)}</span>'
+                     for s, c in STATE_COLORS.items())
+    verdicts = "".join(f'<span><i class="swatch" style="background:{c};border-radius:50%"></i>'
+                       f"check: {escape(v)}</span>" for v, c in VERDICT_COLORS.items())
+    return states + verdicts
+
+
+def health_chart(timeline: Timeline) -> str:
+    """One lane per node, a band per repair state from each change to the next; dots for checks."""
+    series = timeline.node_health()
+    checks = timeline.health_checks()
+    nodes = sorted(set(series) | set(checks))
+    times = [parse_iso(row.time) for row in timeline.rows]
+    height = AXIS_HEIGHT + LANE_HEIGHT * max(1, len(nodes))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_WIDTH}" height="{height}" '
+             f'viewBox="0 0 {CHART_WIDTH} {height}" role="img" aria-label="node repair state over time">']
+    if not nodes or not times:
+        parts.append(f'<text x="{LABEL_WIDTH}" y="20">no node state changes in this history</text></svg>')
+        return "".join(parts)
+    start, end = min(times), max(times)
+    x = _scale(start, end)
+    for lane, node in enumerate(nodes):
+        top = lane * LANE_HEIGHT
+        parts.append(f'<text x="4" y="{top + 19}">{escape(short(node)[:22])}</text>')
+        parts.extend(_bands(series.get(node, []), top, end, x))
+        parts.extend(_dots(checks.get(node, []), top, x))
+    parts.extend(_axis(start, end, height, x))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _scale(start: datetime, end: datetime) -> Scale:
+    span = max((end - start).total_seconds(), 1.0)
+    usable = CHART_WIDTH - LABEL_WIDTH - 10
+
+    def x(moment: datetime) -> float:
+        return LABEL_WIDTH + usable * (moment - start).total_seconds() / span
+
+    return x
+
+
+def _bands(changes: list[dict[str, str]], top: int, end: datetime, x: Scale) -> list[str]:
+    out: list[str] = []
+    for i, change in enumerate(changes):
+        begin = parse_iso(change["time"])
+        finish = parse_iso(changes[i + 1]["time"]) if i + 1 < len(changes) else end
+        left, right = x(begin), x(finish)
+        color = STATE_COLORS.get(change["state"], "#adb5bd")
+        tip = escape(f"{change['state']} from {change['time']}: {change['reason']}")
+        out.append(f'<rect x="{left:.1f}" y="{top + 6}" width="{max(right - left, 2.0):.1f}" '
+                   f'height="{LANE_HEIGHT - 12}" fill="{color}"><title>{tip}</title></rect>')
+    return out
+
+
+def _dots(marks: list[dict[str, str]], top: int, x: Scale) -> list[str]:
+    out = []
+    for mark in marks:
+        cx = x(parse_iso(mark["time"]))
+        color = VERDICT_COLORS.get(mark["verdict"], "#868e96")
+        out.append(f'<circle cx="{cx:.1f}" cy="{top + LANE_HEIGHT // 2}" r="5" fill="{color}" stroke="#fff">'
+                   f'<title>{escape(mark["verdict"])} at {escape(mark["time"])}</title></circle>')
+    return out
+
+
+def _axis(start: datetime, end: datetime, height: int, x: Scale) -> list[str]:
+    base = height - AXIS_HEIGHT + 4
+    out = [f'<line x1="{LABEL_WIDTH}" y1="{base}" x2="{CHART_WIDTH - 10}" y2="{base}" stroke="#adb5bd"/>']
+    ticks = 5
+    for k in range(ticks + 1):
+        moment = start + (end - start) * k / ticks
+        px = x(moment)
+        label = moment.strftime("%m-%d %H:%M:%S")
+        anchor = "start" if k == 0 else "end" if k == ticks else "middle"
+        out.append(f'<line x1="{px:.1f}" y1="{base}" x2="{px:.1f}" y2="{base + 4}" stroke="#adb5bd"/>'
+                   f'<text x="{px:.1f}" y="{base + 16}" text-anchor="{anchor}">{label}</text>')
+    return out

@@ -1,0 +1,130 @@
+"""Where a rebuilt state goes: a JSON file, new shadow tables, or (deliberately) the live tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from consumers.core.ports import ItemWrite, ProjectionStore
+from consumers.core.projection import KEY_ATTRIBUTE, TABLES, EntityKey, Item, ProjectionState
+
+WRITE_CHUNK = 500
+CONFLICT_ROUNDS = 3
+
+
+class TargetError(RuntimeError):
+    """The target could not be written as asked (explained for the operator)."""
+
+
+# --- file:PATH ------------------------------------------------------------------------------------
+
+
+def item_line(item: Item) -> str:
+    return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def render_lines(state: ProjectionState) -> Iterator[str]:
+    """``{"ecs_job": [...], "ecs_node": [...], "ecs_task": [...]}``, one item per line, sorted by key.
+
+    The same state always renders to the same bytes: tables and keys sorted, items sorted by key.
+    """
+    tables = sorted(TABLES)
+    yield "{\n"
+    for t, table in enumerate(tables):
+        rows = state.table(table)
+        yield f"{json.dumps(table)}: ["
+        for i, item in enumerate(rows):
+            yield ("\n" if i == 0 else ",\n") + item_line(item)
+        yield ("\n]" if rows else "]") + (",\n" if t < len(tables) - 1 else "\n")
+    yield "}\n"
+
+
+def write_file(state: ProjectionState, path: str) -> None:
+    """Write atomically (a temp file renamed over the target); ``-`` writes to stdout."""
+    if path == "-":
+        sys.stdout.writelines(render_lines(state))
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.writelines(render_lines(state))
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+# --- DynamoDB: shadow and live --------------------------------------------------------------------
+
+
+def shadow_table_names(tables: Mapping[str, str], stamp: datetime) -> dict[str, str]:
+    """``ecs_task`` -> ``ecs_task-replay-20261128T100000Z``: new tables beside the live ones."""
+    suffix = stamp.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return {logical: f"{tables[logical]}-replay-{suffix}" for logical in TABLES}
+
+
+@dataclass
+class WriteReport:
+    written: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+    deleted: dict[str, int] = field(default_factory=dict)
+
+
+def fill_tables(store: ProjectionStore, state: ProjectionState, *, empty: bool) -> WriteReport:
+    """Write every item. ``empty``: fresh tables, no revision to read; else overwrite at the current one.
+
+    Overwriting is conditional on the revision read just before, so a writer that sneaks in between
+    (a consumer that should not be running) is noticed and retried, never silently clobbered.
+    """
+    report = WriteReport(written={table: 0 for table in TABLES})
+    keys = sorted(state.items)
+    for start in range(0, len(keys), WRITE_CHUNK):
+        _write_chunk(store, state, keys[start : start + WRITE_CHUNK], empty, report)
+    return report
+
+
+def _write_chunk(
+    store: ProjectionStore, state: ProjectionState, keys: list[EntityKey], empty: bool, report: WriteReport
+) -> None:
+    pending = keys
+    for _ in range(CONFLICT_ROUNDS):
+        revs = {} if empty else {key: stored.rev for key, stored in store.load(pending).items()}
+        writes = [ItemWrite(key, state.items[key], revs.get(key, 0)) for key in pending]
+        conflicts = set(store.save(writes))
+        for key in pending:
+            if key not in conflicts:
+                report.written[key[0]] += 1
+        if not conflicts:
+            return
+        report.conflicts += len(conflicts)
+        pending, empty = sorted(conflicts), False
+    raise TargetError(
+        f"{len(pending)} item(s) kept changing while being overwritten (is a consumer still running?): "
+        + ", ".join(f"{t}/{k}" for t, k in pending[:5])
+    )
+
+
+def prune_tables(
+    client: Any,
+    table_names: Mapping[str, str],
+    state: ProjectionState,
+    scan: Callable[[str], Iterable[Item]],
+    report: WriteReport,
+) -> None:
+    """Delete live items the replay did not produce (only with --prune: an archive may be partial)."""
+    for table in TABLES:
+        key_name = KEY_ATTRIBUTE[table]
+        stale = [str(item[key_name]) for item in scan(table) if (table, str(item[key_name])) not in state.items]
+        for key in stale:
+            client.delete_item(TableName=table_names[table], Key={key_name: {"S": key}})
+        report.deleted[table] = len(stale)
