@@ -165,6 +165,9 @@ class FanOutFollower:
     def _refresh(self, book: ShardBook, subscriptions: dict[str, _Subscription],
                  inbox: queue.Queue[Any], stop: threading.Event) -> float:
         book.update(list_shards(self.client, self.stream_name))
+        for shard_id, subscription in subscriptions.items():
+            if book.cursors[shard_id].closed:
+                subscription.closed.set()
         for cursor in book.ready():
             if cursor.shard_id not in subscriptions:
                 subscription = _Subscription(self, cursor.shard_id, cursor.start, inbox, stop)
@@ -185,6 +188,7 @@ class _Subscription:
         self._stop = stop
         self._stream: Any = None
         self._lock = threading.Lock()
+        self.closed = threading.Event()  # ListShards says the shard is closed (split or merged)
         self.thread = threading.Thread(target=self._run, name=f"subscribe-{shard_id}", daemon=True)
 
     def close(self) -> None:
@@ -240,13 +244,17 @@ class _Subscription:
     def _forward(self, event: dict[str, Any] | None) -> bool:
         if event is None:
             return False
-        for raw in event.get("Records") or []:
+        records = event.get("Records") or []
+        for raw in records:
             self._put(to_stream_record(self.shard_id, raw))
         continuation = event.get("ContinuationSequenceNumber")
         if continuation:
             self._position = {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": continuation}
-        # A closed shard's last event carries its children and no continuation.
-        return bool(event.get("ChildShards")) or not continuation
+        # Kinesis ends a closed shard with an event that names its children and has no continuation.
+        if event.get("ChildShards") or not continuation:
+            return True
+        # kinesis-mock never sends that event: a closed shard we have read to the end has ended too.
+        return self.closed.is_set() and not records and not event.get("MillisBehindLatest")
 
     def _put(self, item: Any) -> None:
         while not self._stop.is_set():
