@@ -12,8 +12,10 @@ entities, so peak memory must stay flat as the event count grows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -199,9 +201,11 @@ def bench_file_replay(n_events: int, n_nodes: int = 2000, n_jobs: int = 500) -> 
         size = write_history(history, n_events, n_nodes, n_jobs)
         command = [sys.executable, "-c", _CHILD, "replay", "--source", f"file:{history}",
                    "--target", f"file:{output}", "--no-progress", "--json"]
+        cpu_before = _children_cpu()
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - started
+        cpu = _children_cpu() - cpu_before
         if done.returncode != 0:
             raise RuntimeError(f"replay failed ({done.returncode}): {done.stderr[-2000:]}")
         summary = json.loads(done.stdout)
@@ -212,10 +216,18 @@ def bench_file_replay(n_events: int, n_nodes: int = 2000, n_jobs: int = 500) -> 
             "benchmark": "file_replay", "events": n_events, "nodes": n_nodes, "jobs": n_jobs,
             "history_mib": round(size / 2**20, 1), "replay_seconds": stats["seconds"],
             "events_per_s": round(stats["records"] / stats["seconds"]) if stats["seconds"] else None,
-            "wall_seconds": round(wall, 2), "peak_rss_mib": round(peak_kib / 1024, 1),
+            "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+            # CPU time is the steadier figure on a shared machine; wall time includes start-up.
+            "events_per_cpu_s": round(n_events / cpu) if cpu else None,
+            "peak_rss_mib": round(peak_kib / 1024, 1),
             "items": summary["items"], "malformed": stats["malformed"],
             "output_mib": round(output.stat().st_size / 2**20, 2),
         }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- stream replay vs a bare read ---------------------------------------------------------------------
@@ -296,18 +308,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", type=int, default=0, metavar="N",
                         help="also replay N events from a stream on an embedded moto server")
     parser.add_argument("--endpoint-url", help="use this endpoint for --stream instead of an embedded one")
+    parser.add_argument("--server", choices=("process", "thread"), default="process",
+                        help="run the embedded moto server in its own process (default) or in this one, "
+                        "where it shares the GIL with the replay being measured")
     args = parser.parse_args(argv)
     for n in args.events:
         print(json.dumps(bench_file_replay(n)), flush=True)
     if args.stream:
         if args.endpoint_url:
-            print(json.dumps(bench_stream_replay(args.endpoint_url, args.stream)), flush=True)
-        else:
+            result = bench_stream_replay(args.endpoint_url, args.stream)
+        elif args.server == "thread":
             from local.embedded_aws import EmbeddedAws
 
             with EmbeddedAws() as aws:
-                print(json.dumps(bench_stream_replay(aws.endpoint_url, args.stream)), flush=True)
+                result = bench_stream_replay(aws.endpoint_url, args.stream)
+        else:
+            with embedded_server_process() as endpoint:
+                result = bench_stream_replay(endpoint, args.stream)
+        print(json.dumps({**result, "server": args.endpoint_url or args.server}), flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def embedded_server_process() -> Iterator[str]:
+    """The embedded moto server (local.embedded_aws) in a child process, so it has its own GIL."""
+    from local.embedded_aws import free_port
+
+    port = free_port()
+    code = ("import time; from local.embedded_aws import EmbeddedAws\n"
+            f"EmbeddedAws({port}).start()\n"
+            "while True: time.sleep(3600)\n")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(endpoint)
+        yield endpoint
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def _wait_for(endpoint: str, attempts: int = 100) -> None:
+    import urllib.request
+
+    for _ in range(attempts):
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the moto server at {endpoint} did not come up")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from events_schema.events import (
     NodeStateChanged,
     NotificationSent,
 )
-from replay.rebuild import TimeWindow
+from replay.rebuild import TimeWindow, aware
 from replay.sources import RawRecord
 
 SubjectKind = Literal["job", "node", "incident"]
@@ -72,6 +72,7 @@ class Links:
         return self.nodes | self.jobs | self.tasks | self.incidents
 
     def widen(self, moment: datetime) -> None:
+        moment = aware(moment)
         self.first = moment if self.first is None or moment < self.first else self.first
         self.last = moment if self.last is None or moment > self.last else self.last
 
@@ -292,7 +293,7 @@ def _related(event: StreamEvent, facts: Facts, subject: AuditSubject, links: Lin
     if links.first is None or links.last is None:
         return False
     # An incident's node, jobs and tasks, around the incident: the failure that opened it, the reboot.
-    near = links.first - margin <= event.time <= links.last + margin
+    near = links.first - margin <= aware(event.time) <= links.last + margin
     return near and bool(facts.nodes & links.nodes or facts.jobs & links.jobs or facts.tasks & links.tasks)
 
 

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from consumers.core.clocktext import iso
 from consumers.core.projection import TABLES, ProjectionConfig, ProjectionState, fold
@@ -31,7 +31,13 @@ class TimeWindow:
     until: datetime | None = None
 
     def contains(self, moment: datetime) -> bool:
+        moment = aware(moment)
         return (self.since is None or moment >= self.since) and (self.until is None or moment <= self.until)
+
+
+def aware(moment: datetime) -> datetime:
+    """Event times without a zone are UTC (as the fold reads them); comparing needs them aware."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -48,9 +54,17 @@ class ReplayStats:
     by_type: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)  # by kind: not_json, unknown_event, invalid
     reasons: dict[str, Malformed] = field(default_factory=dict)
-    first_time: str | None = None
-    last_time: str | None = None
+    first: datetime | None = None
+    last: datetime | None = None
     seconds: float = 0.0
+
+    @property
+    def first_time(self) -> str | None:
+        return iso(self.first) if self.first else None
+
+    @property
+    def last_time(self) -> str | None:
+        return iso(self.last) if self.last else None
 
     @property
     def rate(self) -> float:
@@ -137,8 +151,8 @@ def _decode(record: RawRecord, stats: ReplayStats) -> StreamEvent | None:
 def _count(stats: ReplayStats, event: StreamEvent) -> None:
     stats.events += 1
     stats.by_type[event_type(event)] += 1
-    moment = iso(event.time)
-    if stats.first_time is None or moment < stats.first_time:
-        stats.first_time = moment
-    if stats.last_time is None or moment > stats.last_time:
-        stats.last_time = moment
+    moment = aware(event.time)
+    if stats.first is None or moment < stats.first:
+        stats.first = moment
+    if stats.last is None or moment > stats.last:
+        stats.last = moment

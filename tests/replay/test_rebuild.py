@@ -145,3 +145,13 @@ def test_a_time_window_keeps_events_by_their_own_time() -> None:
     assert rebuilt.stats.outside_window > 0
     assert rebuilt.state.items[(TASK, task_arn(1))]["last_status"] == "STOPPED"
     assert (NODE, node_arn(3)) in rebuilt.state.items
+
+
+def test_event_times_without_a_zone_are_read_as_utc() -> None:
+    # GIVEN an ECS event whose time carries no zone
+    event = incident_story()[0]
+    event["time"] = "2026-11-27T09:00:00"
+    # WHEN rebuilt through a window with zoned ends
+    rebuilt = rebuild(raw(lines([event])), CONFIG, window=TimeWindow(since=at(-1), until=at(1)))
+    # THEN it is compared as UTC and folded
+    assert rebuilt.stats.events == 1 and rebuilt.stats.first_time == "2026-11-27T09:00:00.000000Z"
