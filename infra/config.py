@@ -67,7 +67,7 @@ class InfraConfig(BaseModel):
     job_task_role_arns: tuple[str, ...] = ()
 
     # --- network (unset: a new VPC with private subnets and NAT) --------------------------------
-    vpc_id: str | None = Field(None, pattern=r"^vpc-[0-9a-f]+$")
+    vpc_id: str | None = Field(None, pattern=r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
     vpc_subnet_ids: tuple[str, ...] = ()
     vpc_availability_zones: tuple[str, ...] = ()
     nat_gateways: int = Field(1, ge=1, le=3)
@@ -87,6 +87,11 @@ class InfraConfig(BaseModel):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("vpc_subnet_ids")
+    @classmethod
+    def _subnets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _each_matches(value, r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$", "a subnet id (subnet-0123abcd...)")
 
     @field_validator("notification_emails")
     @classmethod

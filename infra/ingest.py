@@ -10,6 +10,7 @@ from typing import Any
 from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sqs as sqs
@@ -49,6 +50,17 @@ class Ingest(Construct):
             retention_period=Duration.days(14),
         )
         self.rules = [self._rule(rule, stream, name_prefix) for rule in ingest_rules(cluster_arn)]
+        # CDK's Kinesis target (unlike its SQS and Lambda targets) does not let EventBridge into the
+        # dead-letter queue: without this statement undeliverable events would be lost, not parked.
+        self.dead_letter_queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EventBridgeRulesDeadLetters",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sqs:SendMessage"],
+                resources=[self.dead_letter_queue.queue_arn],
+                conditions={"ArnEquals": {"aws:SourceArn": [rule.rule_arn for rule in self.rules]}},
+            )
+        )
 
     def _rule(self, rule: IngestRule, stream: kinesis.IStream, name_prefix: str) -> events.Rule:
         deployed = events.Rule(
