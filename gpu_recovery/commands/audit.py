@@ -41,11 +41,13 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from replay.sources import SourceError
 
     try:
         return _run(args)
-    except SourceError as exc:
+    except (SourceError, ClientError, BotoCoreError) as exc:
         print(f"gpu-recovery audit: {exc}", file=sys.stderr)
         return EXIT_REFUSED
 

@@ -81,12 +81,14 @@ def timestamp(text: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from replay.sources import SourceError
     from replay.targets import TargetError
 
     try:
         return _run(args)
-    except (SourceError, TargetError) as exc:
+    except (SourceError, TargetError, ClientError, BotoCoreError) as exc:
         print(f"gpu-recovery replay: {exc}", file=sys.stderr)
         return EXIT_REFUSED
 

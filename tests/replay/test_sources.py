@@ -196,3 +196,12 @@ def test_replay_from_the_archive_equals_replay_from_a_file(aws: None, tmp_path: 
                  "--no-progress"]) == 0
     # THEN the results are byte-identical
     assert (tmp_path / "s3.json").read_bytes() == (tmp_path / "file.json").read_bytes()
+
+
+def test_a_missing_stream_is_reported_not_a_traceback(moto_server: str, capsys: Any) -> None:
+    from gpu_recovery.cli import main
+
+    code = main(["replay", "--endpoint-url", moto_server, "--stream-name", "no-such-stream", "--target", "none",
+                 "--no-progress"])
+    assert code == 2
+    assert "ResourceNotFoundException" in capsys.readouterr().err
