@@ -9,6 +9,7 @@ A cheap byte search skips records that cannot match before anything is decoded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -212,9 +213,9 @@ Records = Callable[[], Iterable[RawRecord]]
 
 def find_links(records: Iterable[RawRecord], subject: AuditSubject, config: ProjectionConfig) -> Links:
     links = Links()
-    needle = subject.id.encode()
+    needles = _needles({subject.id})
     for record in records:
-        if needle not in record.data:
+        if not any(n in record.data for n in needles):
             continue
         event = _decode(record)
         if event is None:
@@ -244,7 +245,7 @@ def collect(
     margin: timedelta,
     window: TimeWindow | None = None,
 ) -> Timeline:
-    needles = [i.encode() for i in sorted(links.ids() | {subject.id})]
+    needles = _needles(links.ids() | {subject.id})
     rows: dict[str, Row] = {}
     timeline = Timeline(subject, links, [])
     for record in records:
@@ -262,6 +263,12 @@ def collect(
             rows.setdefault(row.event_id, row)  # a redelivered event is one row
     timeline.rows = sorted(rows.values(), key=Row.sort_key)
     return timeline
+
+
+def _needles(ids: set[str]) -> list[bytes]:
+    """What an id looks like inside a record's bytes: as is, and JSON-escaped (non-ASCII, quotes)."""
+    found = {i.encode() for i in ids} | {json.dumps(i)[1:-1].encode() for i in ids}
+    return sorted(found)
 
 
 def audit(

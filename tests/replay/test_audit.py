@@ -116,3 +116,16 @@ def test_audit_command_terminal_table(tmp_path: Path, capsys: Any) -> None:
     assert main(["audit", "--job", ALPHA, "--source", f"file:{history}"]) == 0
     out = capsys.readouterr().out
     assert f"audit of job {ALPHA}" in out and "health check found" in out and "came of it" in out
+
+
+def test_a_job_id_that_json_escapes_is_still_found() -> None:
+    # GIVEN a job whose id is not ASCII (json.dumps writes it as \u escapes)
+    from tests.factories import task_event
+    from tests.replay.histories import lines as to_lines
+
+    records = [RawRecord("t:0", to_lines([task_event(1, group="job:réseau")])[0])]
+    assert b"\\u00e9" in records[0].data
+    # WHEN audited by its id as people type it
+    t = audit(lambda: records, AuditSubject("job", "job:réseau"), CONFIG)
+    # THEN its task is on the timeline
+    assert [row.subject for row in t.rows] == ["job job:réseau"]
