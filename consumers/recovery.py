@@ -93,6 +93,11 @@ class RecoveryConsumer:
         self._fault("before_save")
         self._store.save(self.state)
 
+    def on_idle(self) -> None:
+        """Called when the stream is quiet: notice deadlines, then save."""
+        self.tick()
+        self._store.save(self.state)
+
     def tick(self) -> None:
         """Record the deadlines that have passed, then decide on them like any other event."""
         for emit in self.policy.expired(self.state, self._clock()):

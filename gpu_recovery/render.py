@@ -35,15 +35,27 @@ def demo_tables(result: Any, console: Console | None = None) -> None:
     tasks = Table(title=f"ecs_task ({len(tables['ecs_task'])})")
     for column in ("task", "job", "node", "status", "version", "GPUs", "exit", "stop code"):
         tasks.add_column(column)
-    for task in tables["ecs_task"]:
+    for task in sorted(tables["ecs_task"], key=lambda t: (str(t.get("created_at")), str(t["task_arn"]))):
         tasks.add_row(_short(task["task_arn"]), str(task.get("job_id")), _short(task.get("container_instance_arn")),
                       str(task.get("last_status")), str(task.get("version")), str(len(task.get("gpu_ids") or [])),
                       str(task.get("exit_code") if task.get("exit_code") is not None else "-"),
                       str(task.get("stop_code") or "-"))
     for table in (nodes, jobs, tasks):
         console.print(table)
+    actions = Table(title="AWS calls that changed something")
+    for column in ("type", "count"):
+        actions.add_column(column)
+    for kind, count in sorted(result.action_counts().items()):
+        actions.add_row(kind, str(count))
+    console.print(actions)
+    for note in result.notifications:
+        console.print(f"[yellow]notification[/] {note.get('subject')}: {note.get('summary')}")
+    for check in result.expectations:
+        mark = "[green]ok[/]" if check["ok"] else "[red]FAILED[/]"
+        console.print(f"  {mark} {check['check']}: expected {check['expected']}, got {check['actual']}")
+    verdict = "[bold green]done[/]" if result.ok else "[bold red]expectations not met[/]"
     console.print(
-        f"[bold green]done[/] in {result.seconds:.1f}s: {result.events} events through the stream, "
-        f"{len(tables['ecs_task'])} tasks, {len(tables['ecs_job'])} job(s), {len(tables['ecs_node'])} nodes, "
-        f"{len(result.parked)} parked records."
+        f"{verdict} in {result.seconds:.1f}s ({result.virtual_seconds / 60:.0f} simulated minutes): "
+        f"{result.events} ECS events, {len(result.incidents)} incident(s), {len(result.actions)} AWS calls, "
+        f"{len(result.notifications)} notification(s), {len(result.parked)} parked records."
     )

@@ -87,18 +87,22 @@ class FleetSimulator:
     # --- nodes ----------------------------------------------------------------------------------
 
     def add_nodes(self, count: int, *, instance_type: str = "p4d.24xlarge", gpus: int = 8,
-                  prefix: str = "gpu-node") -> list[SimNode]:
+                  prefix: str = "gpu-node", external: frozenset[str] = frozenset()) -> list[SimNode]:
         added = []
         for _ in range(count):
             index = len(self.nodes) + 1
-            reservation = self.ec2.run_instances(
-                ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType=instance_type,
-                TagSpecifications=[{"ResourceType": "instance", "Tags": [
-                    {"Key": "gpu-recovery:cluster", "Value": self.cluster_name},
-                    {"Key": "Name", "Value": f"{prefix}-{index}"},
-                ]}],
-            )
-            instance_id = reservation["Instances"][0]["InstanceId"]
+            if f"{prefix}-{index}" in external:
+                # An ECS Anywhere node: an SSM managed instance, no EC2 instance behind it.
+                instance_id = f"mi-{uuid.uuid5(uuid.NAMESPACE_URL, f'{prefix}-{index}').hex[:17]}"
+            else:
+                reservation = self.ec2.run_instances(
+                    ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType=instance_type,
+                    TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                        {"Key": "gpu-recovery:cluster", "Value": self.cluster_name},
+                        {"Key": "Name", "Value": f"{prefix}-{index}"},
+                    ]}],
+                )
+                instance_id = reservation["Instances"][0]["InstanceId"]
             document = json.dumps({"instanceId": instance_id, "region": self.region,
                                    "instanceType": instance_type, "accountId": self.account_id})
             registered = self.ecs.register_container_instance(

@@ -99,8 +99,8 @@ class AwsActuator:
 
     def _PutAttributes(self, action: Action, key: str) -> dict[str, Any]:
         self._client("ecs").put_attributes(cluster=self._cluster, attributes=[{
-            "name": action.params["name"], "value": action.params["value"], "targetType": "container-instance",
-            "targetId": action.target,
+            # A full ARN as targetId needs no targetType (the short id would).
+            "name": action.params["name"], "value": action.params["value"], "targetId": action.target,
         }])
         return {}
 

@@ -288,7 +288,8 @@ def _current_generation(job: Item) -> dict[str, Item]:
 
 
 def _failed(task: Item) -> bool:
-    return bool(task["failed"]) and not task["recovery_stop"]
+    # Our own stops end as UserInitiated, which is never a failure; recovery_stop only tells them from a user's.
+    return bool(task["failed"])
 
 
 def _state_from_tasks(tasks: dict[str, Item]) -> tuple[str, str, str]:

@@ -12,25 +12,34 @@ from gpu_recovery.commands.common import add_aws_options, progress, settings_fro
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="run the pipeline end to end on an embedded local AWS (no account needed)",
-        description="Starts moto's server on 127.0.0.1 (unless --endpoint-url is given), creates the "
-        "stream, tables and topic, plays a 4-node GPU training job through the local EventBridge "
-        "rules, runs the consumers and shows the resulting tables.",
+        description="Starts moto's server on 127.0.0.1 (unless --endpoint-url is given), creates the stream, "
+        "tables and topic, plays a scenario (a GPU fleet, training jobs, injected faults) through the local "
+        "EventBridge rules, runs the projector and the recovery consumer, and shows what happened.",
     )
     add_aws_options(parser)
+    parser.add_argument("--scenario", default="02-xid48-reboot",
+                        help="a scenario name from scenarios/ (a prefix is enough, e.g. 01) or a YAML/JSON path")
+    parser.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list:
+        from local.scenario import load_scenario, scenario_names
+
+        for name in scenario_names():
+            print(f"{name:32s} {load_scenario(name).title}")
+        return 0
     from local.demo import run_demo
 
     settings = settings_from(args)
     say = progress(quiet=args.json)
-    result = run_demo(settings, say)
+    result = run_demo(settings, say, args.scenario)
     if args.json:
         print(json.dumps(result.as_json(), indent=2, sort_keys=True, default=str))
     else:
         from gpu_recovery.render import demo_tables
 
         demo_tables(result)
-    return 0
+    return 0 if result.ok else 1

@@ -198,7 +198,7 @@ class RecoveryPolicy:
             return  # a rank of a past generation
         current = self._current(state, job)
         user_stopped = any(t.stop_code == "UserInitiated" and not t.recovery_stop for t in current)
-        if task.failed and not task.recovery_stop and not user_stopped:
+        if task.failed and not user_stopped:
             self._on_failure(state, job, task, fx)
         if all(t.status == "STOPPED" for t in current):
             self._on_all_stopped(state, job, current, user_stopped, fx)
@@ -245,7 +245,9 @@ class RecoveryPolicy:
     def _choose_suspect(self, state: RecoveryState, job: JobRec, fx: Effects) -> None:
         """The node of the rank that failed first; the others died of the collective timeout."""
         self._drop_deadline(state, f"{job.job_id}:{job.generation_at}:siblings")
-        failed = [t for t in self._current(state, job) if t.failed and not t.recovery_stop and t.node]
+        # A rank we asked to stop reports UserInitiated, which is never a failure: every failed rank here
+        # died on its own, even if our stop request was already on its way.
+        failed = [t for t in self._current(state, job) if t.failed and t.node]
         if not failed:
             return
         first = min(failed, key=lambda t: (t.stopped_at or "", t.arn))

@@ -14,6 +14,7 @@ OUT_OF_SERVICE = frozenset({"QUARANTINED", "REPLACED"})
 @dataclass
 class Record:
     KIND: ClassVar[str]
+    KEY: ClassVar[str]
 
     def to_item(self) -> dict[str, Any]:
         return asdict(self)
@@ -27,6 +28,7 @@ class Record:
 @dataclass
 class TaskRec(Record):
     KIND: ClassVar[str] = "task"
+    KEY: ClassVar[str] = "arn"
     arn: str
     job_id: str | None
     node: str | None
@@ -50,6 +52,7 @@ class TaskRec(Record):
 @dataclass
 class NodeRec(Record):
     KIND: ClassVar[str] = "node"
+    KEY: ClassVar[str] = "arn"
     arn: str
     instance_id: str | None = None
     status: str | None = None
@@ -70,6 +73,7 @@ class NodeRec(Record):
 @dataclass
 class JobRec(Record):
     KIND: ClassVar[str] = "job"
+    KEY: ClassVar[str] = "job_id"
     job_id: str
     state: str = "RUNNING"
     restart_count: int = 0
@@ -85,6 +89,7 @@ class JobRec(Record):
 @dataclass
 class Incident(Record):
     KIND: ClassVar[str] = "incident"
+    KEY: ClassVar[str] = "id"
     id: str
     node: str
     jobs: list[str]
@@ -115,6 +120,7 @@ class Incident(Record):
 @dataclass
 class Deadline(Record):
     KIND: ClassVar[str] = "deadline"
+    KEY: ClassVar[str] = "id"
     id: str
     kind: str
     due_at: str
@@ -170,8 +176,4 @@ class RecoveryState:
 
 
 def _key_of(record: Record) -> str:
-    for name in ("arn", "job_id", "id"):
-        value = getattr(record, name, None)
-        if isinstance(value, str):
-            return value
-    raise TypeError(f"record {record!r} has no key")
+    return str(getattr(record, record.KEY))
