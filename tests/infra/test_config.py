@@ -207,3 +207,16 @@ def test_a_missing_dockerfile_says_how_to_deploy_anyway(tmp_path: Path) -> None:
     image = container_image(configured="registry.example.com/consumer:1", source_root=tmp_path,
                             dockerfile=CONSUMER_DOCKERFILE, setting="consumer_image")
     assert image is not None
+
+
+@pytest.mark.parametrize("page", ["deploy.md", "deploy.zh-CN.md"])
+def test_the_deploy_guide_documents_every_infra_setting(page: str) -> None:
+    # GIVEN the deploy guide (English and Chinese)
+    text = (Path(__file__).resolve().parents[2] / "docs" / page).read_text(encoding="utf-8")
+    # THEN every deployment setting appears with its context key and its environment variable
+    for field in InfraConfig.model_fields:
+        assert f"`{field}`" in text, field
+        assert f"`{env_name(field)}`" in text, env_name(field)
+    # AND so do the old tool's variables
+    for variable in LEGACY_VARIABLES:
+        assert variable in text, variable
