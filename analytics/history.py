@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -20,13 +20,18 @@ class Decoded:
     unreadable: Counter[str] = field(default_factory=Counter)
 
 
-def decode_all(payloads: Iterable[bytes]) -> Decoded:
-    out = Decoded()
+def decode_each(payloads: Iterable[bytes], unreadable: Counter[str]) -> Iterator[StreamEvent]:
+    """Decode one record at a time (bounded memory); count the records that are not events by reason."""
     for data in payloads:
         try:
-            out.events.append(decode(data))
+            yield decode(data)
         except MalformedRecord as exc:
-            out.unreadable[exc.kind] += 1
+            unreadable[exc.kind] += 1
+
+
+def decode_all(payloads: Iterable[bytes]) -> Decoded:
+    out = Decoded()
+    out.events.extend(decode_each(payloads, out.unreadable))
     return out
 
 

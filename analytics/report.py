@@ -4,6 +4,8 @@ No I/O and no clock: the caller reads the events (stream, archive or file) and n
 
 Definitions (the recovery consumer writes our events with ``subject`` filled):
 
+Duplicated and out-of-order deliveries give the same figures (only the count of events read differs).
+
 * An incident runs from ``IncidentOpened`` to ``IncidentClosed``; it is in the report when it opened
   inside the range. Events after ``until`` are not looked at; events before ``since`` only explain
   incidents in the range (the task failure that led to one).
@@ -28,11 +30,12 @@ Definitions (the recovery consumer writes our events with ``subject`` filled):
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -177,18 +180,22 @@ def stat(values: Sequence[float]) -> Stat:
 # --- the history, indexed ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _TaskSeen:
-    time: datetime
-    job_id: str | None
-    stopped: bool
-    failed_at: datetime | None
-    gpus: int
+@dataclass(slots=True)
+class _Task:
+    """What the report needs of one task: when it was first seen, when it first stopped, its GPUs."""
+
+    first_seen: datetime
+    stopped_at: datetime | None = None
+    gpus: int = 0
 
 
 @dataclass
 class History:
-    """Our events by incident and the ECS task events by job, each list in time order."""
+    """Our events by incident and a summary of the ECS tasks by job.
+
+    Built in one pass, in any order, holding summaries rather than events; every update is idempotent
+    and order-free (earliest time wins), so duplicated or shuffled deliveries give the same history.
+    """
 
     opened: dict[str, tuple[datetime, IncidentOpened]] = field(default_factory=dict)
     closed: dict[str, tuple[datetime, IncidentClosed]] = field(default_factory=dict)
@@ -197,43 +204,57 @@ class History:
         default_factory=lambda: defaultdict(list))
     running: dict[tuple[str, str], datetime] = field(default_factory=dict)
     escalated: set[str] = field(default_factory=set)
-    tasks: dict[str, list[_TaskSeen]] = field(default_factory=lambda: defaultdict(list))
+    tasks: dict[str, dict[str, _Task]] = field(default_factory=lambda: defaultdict(dict))  # job -> task ARN -> task
+    job_failures: dict[str, set[datetime]] = field(default_factory=lambda: defaultdict(set))
     last_time: datetime | None = None
     events: int = 0
+    joins: dict[str, dict[str, datetime]] = field(default_factory=lambda: defaultdict(dict))  # incident -> job -> at
+    _openings: dict[str, list[datetime]] | None = field(default=None, repr=False)
 
     def failures(self, job_id: str, after: datetime | None, up_to: datetime) -> list[datetime]:
-        return sorted(
-            seen.failed_at for seen_list in self.tasks.values() for seen in seen_list
-            if seen.job_id == job_id and seen.failed_at is not None
-            and (after is None or seen.failed_at > after) and seen.failed_at <= up_to
-        )
+        return sorted(t for t in self.job_failures.get(job_id, ()) if (after is None or t > after) and t <= up_to)
 
     def gpus_at(self, job_id: str, moment: datetime) -> int:
         """GPUs of the job's tasks alive at ``moment``: seen by then, not stopped before it."""
-        total = 0
-        for seen_list in self.tasks.values():
-            mine = [s for s in seen_list if s.job_id == job_id]
-            if not mine or mine[0].time > moment:
-                continue
-            stops = [s.failed_at or s.time for s in mine if s.stopped]
-            if stops and min(stops) < moment:
-                continue
-            total += max(s.gpus for s in mine)
-        return total
+        return sum(
+            task.gpus for task in self.tasks.get(job_id, {}).values()
+            if task.first_seen <= moment and (task.stopped_at is None or task.stopped_at >= moment)
+        )
+
+    def jobs_of(self, incident_id: str) -> list[str]:
+        """The incident's jobs: those it opened with, then those that joined it, in joining order."""
+        _, opened = self.opened[incident_id]
+        joined = self.joins.get(incident_id, {})
+        later = sorted((at, job) for job, at in joined.items() if job not in opened.job_ids)
+        return [*opened.job_ids, *(job for _, job in later)]
+
+    def joined_at(self, incident_id: str, job_id: str) -> datetime:
+        return self.joins.get(incident_id, {}).get(job_id) or self.opened[incident_id][0]
+
+    def openings_of(self, job_id: str) -> list[datetime]:
+        """When this job joined an incident (opened with it, or joined it), in order; built once."""
+        if self._openings is None:
+            by_job: dict[str, list[datetime]] = defaultdict(list)
+            for incident_id in self.opened:
+                for job in self.jobs_of(incident_id):
+                    by_job[job].append(self.joined_at(incident_id, job))
+            self._openings = {job: sorted(times) for job, times in by_job.items()}
+        return self._openings.get(job_id, [])
+
+
+def _earliest(table: dict[Any, tuple[datetime, Any]], key: Any, when: datetime, value: Any) -> None:
+    if key not in table or when < table[key][0]:
+        table[key] = (when, value)
 
 
 def index_history(events: Iterable[StreamEvent], *, until: datetime | None, config: ReportConfig) -> History:
     history = History()
-    seen_ids: set[str] = set()
-    for event in sorted(events, key=lambda e: e.time):
+    for event in events:
         if until is not None and event.time > until:
             continue
-        identity = event.event_id if isinstance(event, OurEvent) else f"aws:{event.id}"
-        if identity in seen_ids:
-            continue  # at-least-once delivery: the same event twice counts once
-        seen_ids.add(identity)
         history.events += 1
-        history.last_time = event.time
+        if history.last_time is None or event.time > history.last_time:
+            history.last_time = event.time
         if isinstance(event, OurEvent):
             _index_ours(history, event, config)
         elif isinstance(event, TaskStateChange):
@@ -241,29 +262,48 @@ def index_history(events: Iterable[StreamEvent], *, until: datetime | None, conf
     return history
 
 
+def _join(history: History, incident_id: str, job_id: str, when: datetime) -> None:
+    joined = history.joins[incident_id]
+    if job_id not in joined or when < joined[job_id]:
+        joined[job_id] = when
+
+
 def _index_ours(history: History, event: OurEvent, config: ReportConfig) -> None:
     data, when = event.data, event.time
+    if isinstance(data, JobStateChanged) and data.incident_id:
+        _join(history, data.incident_id, data.job_id, when)  # a job that joins an incident says so
     if isinstance(data, IncidentOpened):
-        history.opened.setdefault(data.incident_id, (when, data))
+        _earliest(history.opened, data.incident_id, when, data)
+        for job in data.job_ids:
+            _join(history, data.incident_id, job, when)
     elif isinstance(data, IncidentClosed):
-        history.closed.setdefault(data.incident_id, (when, data))
+        _earliest(history.closed, data.incident_id, when, data)
     elif isinstance(data, HealthCheckReported) and data.incident_id:
         history.reports[data.incident_id].append((when, data))
     elif isinstance(data, NodeStateChanged) and data.incident_id:
         history.node_states[data.incident_id].append((when, data))
     elif isinstance(data, JobStateChanged) and data.state == "RUNNING" and data.incident_id:
-        history.running.setdefault((data.incident_id, data.job_id), when)
+        key = (data.incident_id, data.job_id)
+        if key not in history.running or when < history.running[key]:
+            history.running[key] = when
     elif isinstance(data, NotificationSent) and data.incident_id and data.kind in config.escalation_kinds:
         history.escalated.add(data.incident_id)
 
 
 def _index_task(history: History, event: TaskStateChange, config: ReportConfig) -> None:
     detail = event.detail
-    failed_at = (detail.stoppedAt or event.time) if is_failure(detail) else None
-    history.tasks[detail.taskArn].append(_TaskSeen(
-        time=event.time, job_id=job_id_of(detail, config.projection), stopped=detail.lastStatus == "STOPPED",
-        failed_at=failed_at, gpus=len(detail.gpu_ids),
-    ))
+    job_id = job_id_of(detail, config.projection)
+    if job_id is None:
+        return  # not a job's task (the health check, for one)
+    failed = is_failure(detail)
+    stopped_at = (detail.stoppedAt or event.time) if detail.lastStatus == "STOPPED" else None
+    task = history.tasks[job_id].setdefault(detail.taskArn, _Task(event.time))
+    task.first_seen = min(task.first_seen, event.time)
+    task.gpus = max(task.gpus, len(detail.gpu_ids))
+    if stopped_at is not None:
+        task.stopped_at = stopped_at if task.stopped_at is None else min(task.stopped_at, stopped_at)
+        if failed:
+            history.job_failures[job_id].add(stopped_at)
 
 
 # --- one incident -----------------------------------------------------------------------------------
@@ -276,24 +316,28 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
 
 
 def _previous_opening(history: History, job_id: str, before: datetime) -> datetime | None:
-    earlier = [when for when, data in history.opened.values() if job_id in data.job_ids and when < before]
-    return max(earlier) if earlier else None
+    openings = history.openings_of(job_id)
+    index = bisect_left(openings, before)
+    return openings[index - 1] if index else None
 
 
 def job_first_failure(history: History, incident_id: str, job_id: str) -> datetime | None:
-    opened_at, _ = history.opened[incident_id]
-    failures = history.failures(job_id, _previous_opening(history, job_id, opened_at), opened_at)
+    """The job's first task failure since its previous incident, up to when it joined this one."""
+    joined_at = history.joined_at(incident_id, job_id)
+    failures = history.failures(job_id, _previous_opening(history, job_id, joined_at), joined_at)
     return failures[0] if failures else None
 
 
 def incident_figures(history: History, incident_id: str) -> IncidentFigures:
     opened_at, opened = history.opened[incident_id]
-    failures = [f for job in opened.job_ids if (f := job_first_failure(history, incident_id, job)) is not None]
+    jobs = history.jobs_of(incident_id)
+    failures = [f for job in jobs if (f := job_first_failure(history, incident_id, job)) is not None]
     first_failure = min(failures) if failures else None
-    reports = sorted(history.reports.get(incident_id, []), key=lambda r: r[0])
+    # Ties in time are broken by content, so the figures do not depend on delivery order.
+    reports = sorted(history.reports.get(incident_id, []), key=lambda r: (r[0], r[1].model_dump_json()))
     report_at, report = reports[0] if reports else (None, None)
     repair_end = _repair_end(history, incident_id, opened.node_arn, report_at, report)
-    running = [history.running.get((incident_id, job)) for job in opened.job_ids]
+    running = [history.running.get((incident_id, job)) for job in jobs]
     all_running = all(r is not None for r in running)
     restart_end = max((r for r in running if r is not None), default=repair_end) if all_running else None
     phases = {
@@ -311,7 +355,7 @@ def incident_figures(history: History, incident_id: str) -> IncidentFigures:
         closed_at=closed[0] if closed else None, outcome=outcome,
         verdict=report.verdict if report else None,
         hardware_fault=(report is not None and report.verdict == "hardware_fault") or outcome in HARDWARE_OUTCOMES,
-        jobs=list(opened.job_ids), first_failure_at=first_failure,
+        jobs=jobs, first_failure_at=first_failure,
         detect_s=phases["detect"], diagnose_s=phases["diagnose"], repair_s=phases["repair"],
         restart_s=phases["restart"],
         time_to_recovery_s=sum(known) if len(known) == len(PHASES) else None,
@@ -326,7 +370,7 @@ def _repair_end(history: History, incident_id: str, node_arn: str, report_at: da
         return None
     if report.verdict in NO_REPAIR_VERDICTS:
         return report_at
-    for when, change in sorted(history.node_states.get(incident_id, []), key=lambda s: s[0]):
+    for when, change in sorted(history.node_states.get(incident_id, []), key=lambda s: (s[0], s[1].state)):
         if when >= report_at and change.node_arn == node_arn and change.state in REPAIR_ENDS:
             return when
     return None
@@ -341,7 +385,8 @@ def _incident_xids(reports: list[tuple[datetime, HealthCheckReported]]) -> dict[
 
 
 def _reboots(history: History, incident_id: str) -> int:
-    return sum(1 for _, change in history.node_states.get(incident_id, []) if change.state == "REBOOTING")
+    # A redelivered REBOOTING has the same time: count distinct ones.
+    return len({when for when, change in history.node_states.get(incident_id, []) if change.state == "REBOOTING"})
 
 
 # --- the whole report -------------------------------------------------------------------------------
@@ -353,8 +398,10 @@ def build_report(
     since: datetime | None = None,
     until: datetime | None = None,
     config: ReportConfig | None = None,
-    unreadable: dict[str, int] | None = None,
+    unreadable: Mapping[str, int] | None = None,
 ) -> Report:
+    """``events`` may be a one-pass iterator; ``unreadable`` (e.g. a Counter the decoder fills while the
+    events are read) is read after them."""
     config = config or ReportConfig()
     history = index_history(events, until=until, config=config)
     in_range = sorted(
@@ -427,9 +474,8 @@ def _node_figures(history: History, incidents: list[IncidentFigures], config: Re
 def _interruptions(history: History, incident_ids: list[str], range_end: datetime | None) -> list[Interruption]:
     out = []
     for incident_id in incident_ids:
-        opened_at, opened = history.opened[incident_id]
-        for job in opened.job_ids:
-            failed_at = job_first_failure(history, incident_id, job) or opened_at
+        for job in history.jobs_of(incident_id):
+            failed_at = job_first_failure(history, incident_id, job) or history.joined_at(incident_id, job)
             running_at = history.running.get((incident_id, job))
             end = running_at or range_end or failed_at
             duration = max(0.0, (end - failed_at).total_seconds())

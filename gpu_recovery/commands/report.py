@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace, now: Any, since: Any, until: Any, lookback: Any) -> Any:
-    from analytics.history import decode_all
+    from collections import Counter
+
+    from analytics.history import decode_each
     from analytics.report import ReportConfig, build_report
     from gpu_recovery.aws import AwsClients
     from gpu_recovery.wiring import projection_config
@@ -91,6 +93,7 @@ def _build(args: argparse.Namespace, now: Any, since: Any, until: Any, lookback:
 
     source = open_source(args.source, clients=client, stream_name=settings.stream_name, now=now,
                          since=since - lookback if since else None, until=until)
-    decoded = decode_all(record.data for record in source.records())
+    unreadable: Counter[str] = Counter()
+    events = decode_each((record.data for record in source.records()), unreadable)
     config = ReportConfig(lemon_threshold=args.lemon_threshold, projection=projection_config(settings))
-    return build_report(decoded.events, since=since, until=until, config=config, unreadable=dict(decoded.unreadable))
+    return build_report(events, since=since, until=until, config=config, unreadable=unreadable)

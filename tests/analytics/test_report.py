@@ -6,13 +6,16 @@ import json
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analytics.history import decode_all
 from analytics.report import Report, ReportConfig, build_report, p90
 from consumers.adapters.kinesis import envelope_bytes
-from events_schema.envelope import Envelope
+from events_schema.envelope import Envelope, Subject
+from events_schema.events import HealthCheckReported, IncidentOpened, JobStateChanged
 from tests.analytics import scenario
-from tests.factories import at, node_arn
+from tests.factories import at, node_arn, ours, task_event
 
 
 def record_bytes(item: object) -> bytes:
@@ -192,3 +195,48 @@ def test_an_empty_history_gives_an_empty_report() -> None:
 ])
 def test_p90_is_nearest_rank(values: list[float], expected: float | None) -> None:
     assert p90(values) == expected
+
+
+SCENARIO_EVENTS = decode_all(scenario_bytes()).events
+
+
+@settings(max_examples=60, deadline=None)
+@given(order=st.permutations(range(len(SCENARIO_EVENTS))),
+       again=st.lists(st.integers(0, len(SCENARIO_EVENTS) - 1), max_size=12))
+def test_delivery_order_and_duplicates_do_not_change_the_figures(order: list[int], again: list[int]) -> None:
+    # GIVEN the history delivered in any order, some records twice (at-least-once, across shards)
+    delivered = [SCENARIO_EVENTS[i] for i in order] + [SCENARIO_EVENTS[i] for i in again]
+    # WHEN the report is built
+    report = build_report(delivered, since=scenario.SINCE, until=scenario.UNTIL)
+    # THEN every figure is the one of the clean history
+    clean = build_report(SCENARIO_EVENTS, since=scenario.SINCE, until=scenario.UNTIL)
+    assert report.model_dump(exclude={"events"}) == clean.model_dump(exclude={"events"})
+
+
+def test_a_job_that_joins_an_incident_counts_in_its_restart_and_goodput() -> None:
+    # GIVEN incident X on node 7 opened for job a (failed at 10); job b on the same node failed at 15 and
+    # joined at 25; the check at 40 finds an application fault; a runs again at 70, b at 90
+    def job_event(job: str, state: str, seconds: float) -> bytes:
+        return envelope_bytes(ours(JobStateChanged(job_id=job, state=state, incident_id="inc-X"),  # type: ignore[arg-type]
+                                   when=at(seconds), subject=Subject(job=job, incident="inc-X")))
+
+    history = [
+        json.dumps(task_event(70, node=7, group="a", status="RUNNING", when=at(0), gpus=8)).encode(),
+        json.dumps(task_event(71, node=7, group="b", status="RUNNING", when=at(0), gpus=4)).encode(),
+        json.dumps(task_event(70, node=7, group="a", status="STOPPED", exit_code=1, when=at(10), version=2)).encode(),
+        json.dumps(task_event(71, node=7, group="b", status="STOPPED", exit_code=1, when=at(15), version=2,
+                              gpus=4)).encode(),
+        envelope_bytes(ours(IncidentOpened(incident_id="inc-X", node_arn=node_arn(7), job_ids=["a"]), when=at(20))),
+        job_event("b", "RECOVERING", 25),
+        envelope_bytes(ours(HealthCheckReported(node_arn=node_arn(7), incident_id="inc-X", level=2,
+                                                verdict="application_fault"), when=at(40))),
+        job_event("a", "RUNNING", 70),
+        job_event("b", "RUNNING", 90),
+    ]
+    # WHEN the report is built
+    report = build_report(decode_all(history).events)
+    [incident] = report.incident_list
+    # THEN b is one of the incident's jobs: restart waits for it, and its interruption starts at its own failure
+    assert incident.jobs == ["a", "b"]
+    assert (incident.detect_s, incident.diagnose_s, incident.repair_s, incident.restart_s) == (10, 20, 0, 50)
+    assert [(i.job_id, i.duration_s, i.gpus) for i in report.interruptions] == [("a", 60, 8), ("b", 75, 4)]
