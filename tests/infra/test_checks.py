@@ -76,12 +76,18 @@ def test_every_acknowledgment_says_why(synth: Synth) -> None:
 
 
 def test_no_identity_policy_grants_star_where_a_narrower_resource_exists(synth: Synth) -> None:
-    # GIVEN every statement of every identity policy (inline and managed) in the stack
+    # GIVEN every statement of every identity policy (policy resources, managed policies, and policies
+    # inline in roles); key, queue, topic and bucket policies name their own resource with "*" or an ARN
     statements = [
         statement
         for type_name in IDENTITY_POLICY_TYPES
         for resource in synth.resources(type_name).values()
         for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+    ] + [
+        statement
+        for role in synth.resources("AWS::IAM::Role").values()
+        for policy in role["Properties"].get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
     ]
     assert statements
     for statement in statements:

@@ -339,6 +339,15 @@ def test_publish_only_to_our_topic_and_pass_only_the_roles_it_starts_tasks_with(
     assert passed["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
 
 
+def test_recovery_can_use_the_key_its_topic_and_stream_are_encrypted_with(default_synth: Synth) -> None:
+    # GIVEN the recovery role's KMS statements (publishing to an encrypted topic needs the key too)
+    key = key_ref(default_synth)
+    kms_actions = {a for s in role_statements(default_synth, default_synth.stack.consumers.roles["recovery"])
+                   if s["Resource"] == key for a in as_list(s["Action"])}
+    # THEN it can make data keys and decrypt with the stack's key, and only that key
+    assert {"kms:GenerateDataKey*", "kms:Decrypt"} <= kms_actions
+
+
 def test_the_projector_cannot_act_on_the_fleet(default_synth: Synth) -> None:
     # GIVEN the projector's role
     actions = {a for s in role_statements(default_synth, default_synth.stack.consumers.roles["projector"])
