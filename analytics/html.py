@@ -57,6 +57,14 @@ def _svg(width: int, height: int, body: str, label: str) -> str:
             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">{body}</svg>')
 
 
+def _axes(left: int, width: int, base: int, top: int) -> str:
+    """The baseline, the y axis and its top value (the y scale runs from 0 to ``top``)."""
+    return (f'<line x1="{left - 2}" y1="{base}" x2="{width - 5}" y2="{base}" stroke="#999"/>'
+            f'<line x1="{left - 2}" y1="10" x2="{left - 2}" y2="{base}" stroke="#999"/>'
+            f'<text x="{left - 8}" y="14" text-anchor="end">{top}</text>'
+            f'<text x="{left - 8}" y="{base}" text-anchor="end">0</text>')
+
+
 def ttr_histogram_svg(report: Report) -> str:
     values = [i.time_to_recovery_s for i in report.incident_list if i.time_to_recovery_s is not None]
     bins = histogram(values)
@@ -75,8 +83,8 @@ def ttr_histogram_svg(report: Report) -> str:
             f'{escape(duration(high))}: {count} incident(s)</title></rect>'
         )
         parts.append(f'<text x="{x:.1f}" y="{height - bottom + 14}">{escape(duration(low))}</text>')
-    parts.append(f'<text x="{left}" y="{height - 8}">time to recovery</text>')
-    parts.append(f'<text x="0" y="12">{top}</text>')
+    parts.append(f'<text x="{left}" y="{height - 8}">time to recovery (incidents per bin)</text>')
+    parts.append(_axes(left, width, height - bottom, top))
     return _svg(width, height, "".join(parts), "time to recovery distribution")
 
 
@@ -85,7 +93,7 @@ def faults_over_time_svg(report: Report) -> str:
     if not days:
         return "<p>No incident in this range.</p>"
     width, height, left, bottom = 640, 220, 40, 40
-    bar_w = (width - left - 10) / len(days)
+    bar_w = min(48.0, (width - left - 10) / len(days))  # a few days should not give slabs
     top = max(d.hardware + d.application + d.other for d in days) or 1
     parts = []
     label_every = max(1, len(days) // 10)
@@ -111,7 +119,7 @@ def faults_over_time_svg(report: Report) -> str:
         for k, kind in enumerate(COLORS)
     )
     parts.append(legend)
-    parts.append(f'<text x="0" y="12">{top}</text>')
+    parts.append(_axes(left, width, height - bottom, top))
     return _svg(width, height, "".join(parts), "faults over time")
 
 

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gpu-recovery report: {exc}", file=sys.stderr)
         return 2
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from replay.sources import SourceError
 
     try:
@@ -57,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as exc:
         print(f"gpu-recovery report: {exc}", file=sys.stderr)
         return 2
+    except (ClientError, BotoCoreError) as exc:  # no such stream or bucket, no access, ...
+        print(f"gpu-recovery report: {exc}", file=sys.stderr)
+        return 1
     if args.html:
         from pathlib import Path
 

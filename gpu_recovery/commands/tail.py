@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     follower = _follower(args, settings, start)
     items = tail_events(follower.records(should_stop), EventFilter.of(args.type, args.node, args.job),
                         projection_config(settings))
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         for item in items:
             if isinstance(item, Shown):
@@ -69,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
                 print(unreadable_line(item), file=sys.stderr, flush=True)
     except BrokenPipeError:  # `gpu-recovery tail | head` closed its end: a normal way to stop
         sys.stderr.close()
+    except (ClientError, BotoCoreError) as exc:  # no such stream or consumer, no access, ...
+        print(f"gpu-recovery tail: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -270,3 +270,9 @@ def test_tail_prints_human_lines_and_reports_unreadable_records(server_stream: t
 def test_tail_rejects_a_bad_since(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tail", "--since", "last tuesday", "--timeout", "0"]) == 2
     assert "neither an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_tail_says_so_when_the_stream_does_not_exist(moto_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["tail", "--endpoint-url", moto_server, "--stream-name", "no-such-stream", "--timeout", "1"])
+    assert code == 1
+    assert "gpu-recovery tail:" in capsys.readouterr().err
