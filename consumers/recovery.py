@@ -39,8 +39,12 @@ class Ledger(Protocol):
     def done(self, key: str, status: str, detail: dict[str, Any], error: str | None) -> None: ...
 
 
-def no_fault(point: str) -> None:
-    """Fault-injection hook: tests raise here to stop the consumer between two steps."""
+class InjectedStop(Exception):  # noqa: N818 - it is a stop, not an error
+    """Raised by a fault-injection hook: the consumer 'dies' here, as a SIGKILL would stop it."""
+
+
+def no_fault(point: str, key: str | None) -> None:
+    """Fault-injection hook: tests raise here to stop the consumer between two steps (key: the action)."""
 
 
 class RecoveryConsumer:
@@ -57,7 +61,7 @@ class RecoveryConsumer:
         *,
         clock: Callable[[], datetime],
         dry_run: bool = False,
-        fault: Callable[[str], None] = no_fault,
+        fault: Callable[[str, str | None], None] = no_fault,
     ) -> None:
         self.policy = policy
         self._store = store
@@ -90,7 +94,7 @@ class RecoveryConsumer:
                 self._park_suspect(record, effects.rejected)
             self._apply(effects, _event_id(event))
         self.tick()
-        self._fault("before_save")
+        self._fault("before_save", None)
         self._store.save(self.state)
 
     def on_idle(self) -> None:
@@ -112,9 +116,10 @@ class RecoveryConsumer:
         if not effects.emits:
             return
         envelopes = [self._envelope(emit, effects.now, causation) for emit in effects.emits]
-        self._fault("after_decide")
+        keys = " ".join(d.idempotency_key for d in effects.decisions) or None
+        self._fault("after_decide", keys)
         self._writer.append(envelopes)
-        self._fault("after_record")
+        self._fault("after_record", keys)
         for decision, envelope in zip(effects.emits, envelopes, strict=True):
             if isinstance(decision.data, DecisionRecorded):
                 self._act(decision.data, envelope)
@@ -125,7 +130,7 @@ class RecoveryConsumer:
                                  time=recorded.time, source=SOURCE, subject=recorded.subject,
                                  causation_id=recorded.event_id)
         self._writer.append([envelope])
-        self._fault("after_outcome")
+        self._fault("after_outcome", decision.idempotency_key)
         self.actions += 1
         self.failed_actions += outcome.status == "failed"
         follow_up = self.policy.handle(self.state, OurEvent(envelope, outcome))
@@ -141,7 +146,7 @@ class RecoveryConsumer:
         if self._dry_run:
             return outcome("succeeded", {"dry_run": True})
         claim = self._ledger.claim(key, action.type, at)
-        self._fault("after_claim")
+        self._fault("after_claim", key)
         if claim.state == "done":
             return outcome(claim.status or "failed", claim.detail, claim.error)
         if claim.state == "claimed":
@@ -154,9 +159,9 @@ class RecoveryConsumer:
         except ActionFailed as exc:
             detail, status, error = {}, "failed", str(exc)
             log.warning("action failed key=%s type=%s target=%s: %s", key, action.type, action.target, exc)
-        self._fault("after_call")
+        self._fault("after_call", key)
         self._ledger.done(key, status, detail, error)
-        self._fault("after_done")
+        self._fault("after_done", key)
         return outcome(status, detail, error)
 
     def _resume(self, decision: DecisionRecorded) -> ActionOutcome | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis import KinesisStreamWriter
@@ -99,15 +100,18 @@ def build_recovery(
     clients: AwsClients,
     *,
     clock: Callable[[], datetime] | None = None,
-    fault: Callable[[str], None] = no_fault,
+    fault: Callable[[str, str | None], None] = no_fault,
+    wrap_actuator: Callable[[Any], Any] = lambda actuator: actuator,
+    wrap_writer: Callable[[Any], Any] = lambda writer: writer,
 ) -> RecoveryConsumer:
+    """The recovery consumer; the wrappers let the local stack observe its calls and its events."""
     settings = clients.settings
     dynamodb = clients.client("dynamodb")
     return RecoveryConsumer(
         RecoveryPolicy(policy_config(settings)),
         DynamoRecoveryStore(dynamodb, settings.recovery_table),
-        stream_writer(clients),
-        AwsActuator(clients, cluster=settings.cluster_name, topic_arn=topic_arn(settings)),
+        wrap_writer(stream_writer(clients)),
+        wrap_actuator(AwsActuator(clients, cluster=settings.cluster_name, topic_arn=topic_arn(settings))),
         DynamoLedger(dynamodb, settings.ledger_table),
         DynamoParkingLot(dynamodb, settings.parked_table),
         clock=clock or (lambda: datetime.now(UTC)),

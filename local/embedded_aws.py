@@ -33,7 +33,16 @@ class EmbeddedAws:
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
+        self.reset()
         return self
+
+    def reset(self) -> None:
+        """Start empty: moto keeps its state per process, so an earlier embedded AWS would show through."""
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own 127.0.0.1 server
+            response.read()
 
     def stop(self) -> None:
         if self._server is not None:

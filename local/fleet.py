@@ -91,23 +91,22 @@ class FleetSimulator:
         added = []
         for _ in range(count):
             index = len(self.nodes) + 1
-            if f"{prefix}-{index}" in external:
-                # An ECS Anywhere node: an SSM managed instance, no EC2 instance behind it.
-                instance_id = f"mi-{uuid.uuid5(uuid.NAMESPACE_URL, f'{prefix}-{index}').hex[:17]}"
-            else:
-                reservation = self.ec2.run_instances(
-                    ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType=instance_type,
-                    TagSpecifications=[{"ResourceType": "instance", "Tags": [
-                        {"Key": "gpu-recovery:cluster", "Value": self.cluster_name},
-                        {"Key": "Name", "Value": f"{prefix}-{index}"},
-                    ]}],
-                )
-                instance_id = reservation["Instances"][0]["InstanceId"]
+            reservation = self.ec2.run_instances(
+                ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType=instance_type,
+                TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                    {"Key": "gpu-recovery:cluster", "Value": self.cluster_name},
+                    {"Key": "Name", "Value": f"{prefix}-{index}"},
+                ]}],
+            )
+            instance_id = reservation["Instances"][0]["InstanceId"]
             document = json.dumps({"instanceId": instance_id, "region": self.region,
                                    "instanceType": instance_type, "accountId": self.account_id})
             registered = self.ecs.register_container_instance(
                 cluster=self.cluster_name, instanceIdentityDocument=document,
             )["containerInstance"]
+            if f"{prefix}-{index}" in external:
+                # An ECS Anywhere node reports its SSM managed-instance id (moto needs an EC2 one to register).
+                instance_id = f"mi-{uuid.uuid5(uuid.NAMESPACE_URL, f'{prefix}-{index}').hex[:17]}"
             node = SimNode(
                 name=f"{prefix}-{index}", instance_id=instance_id, arn=registered["containerInstanceArn"],
                 gpu_ids=[f"GPU-{uuid.uuid5(uuid.NAMESPACE_URL, f'{instance_id}/{g}')}" for g in range(gpus)],

@@ -121,10 +121,10 @@ def server_env(
     return env
 
 
-def is_ready(endpoint: str, timeout: float = 1.0) -> bool:
-    """True when kinesis-mock answers its ``/healthcheck`` with 200."""
+def is_ready(endpoint: str, timeout: float = 1.0, path: str = "/healthcheck") -> bool:
+    """True when the server answers ``path`` (kinesis-mock's ``/healthcheck``) with 200."""
     try:
-        with urllib.request.urlopen(f"{endpoint}/healthcheck", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{endpoint}{path}", timeout=timeout) as response:
             status: int = response.status
             return status == 200
     except (urllib.error.URLError, OSError):

@@ -4,6 +4,7 @@ and the real (moto) AWS APIs; only time is simulated, so a 15-minute deadline pa
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -17,7 +18,7 @@ from consumers.adapters.kinesis import KinesisStreamWriter
 from consumers.core.errors import ConfigError
 from consumers.core.projection import JOB, NODE, TASK
 from consumers.core.recovery.state import REPAIRING
-from consumers.recovery import RecoveryConsumer, no_fault
+from consumers.recovery import InjectedStop, RecoveryConsumer, no_fault
 from consumers.runtime.local_reader import LocalReader
 from consumers.runtime.processor import FatalProcessorError
 from events_schema.envelope import Envelope
@@ -55,6 +56,7 @@ class ScenarioResult:
     seconds: float = 0.0
     virtual_seconds: float = 0.0
     consumer_restarts: int = 0
+    consumer_scans: int = 0
 
     @property
     def ok(self) -> bool:
@@ -73,7 +75,7 @@ class ScenarioResult:
             "job_states": self.job_states, "node_states": self.node_states, "restarts": self.restarts,
             "max_in_repair": self.max_in_repair, "parked": self.parked, "expectations": self.expectations,
             "ok": self.ok, "seconds": round(self.seconds, 3), "virtual_seconds": self.virtual_seconds,
-            "consumer_restarts": self.consumer_restarts,
+            "consumer_restarts": self.consumer_restarts, "consumer_scans": self.consumer_scans,
         }
 
 
@@ -126,7 +128,7 @@ class _Tee:
 
 class ScenarioRun:
     def __init__(self, scenario: Scenario, settings: Settings, say: Say, *,
-                 fault: Callable[[str], None] = no_fault) -> None:
+                 fault: Callable[[str, str | None], None] = no_fault) -> None:
         self.scenario = scenario
         self.say = say
         self.fault = fault
@@ -151,6 +153,9 @@ class ScenarioRun:
         self.sim_clients = AwsClients(self.settings)
         recovery_session = boto3.session.Session()
         self.calls.attach(recovery_session)
+        self.consumer_scans = 0
+        for session in (recovery_session, self.sim_clients.session):
+            session.events.register("before-call.dynamodb.Scan", self._count_scan)
         self.recovery_clients = AwsClients(self.settings, session=recovery_session)
         provision(self.sim_clients)
         self.sim_clients.client("ecs").register_task_definition(
@@ -170,6 +175,9 @@ class ScenarioRun:
         self.projector = build_projector(self.sim_clients)
         self.projector_reader = local_reader(self.sim_clients, PROJECTOR_APP, self.projector)
         self._start_recovery()
+
+    def _count_scan(self, **_: Any) -> None:
+        self.consumer_scans += 1
 
     def _start_recovery(self) -> None:
         self.recovery: RecoveryConsumer = build_recovery(
@@ -192,9 +200,9 @@ class ScenarioRun:
         for job in self.scenario.jobs:
             self._launch(job.id, job.nodes, job.family, job.tags)
         for fault in self.scenario.faults:
-            fleet.at(fault.at, lambda f=fault: self._inject(f), f"fault on {fault.node}")
+            fleet.at(fault.at, functools.partial(self._inject, fault), f"fault on {fault.node}")
         for event in self.scenario.events:
-            fleet.at(event.at, lambda e=event: self._scripted(e), event.type)
+            fleet.at(event.at, functools.partial(self._scripted, event), event.type)
         self._loop()
         return self._result(time.monotonic() - started)
 
@@ -257,7 +265,7 @@ class ScenarioRun:
         KCL daemon would after the process died: from the saved state and the last checkpoint."""
         try:
             return int(step() or 0)
-        except FatalProcessorError:
+        except (FatalProcessorError, InjectedStop):
             self.consumer_restarts += 1
             self.say(f"{self._t()} CRASH   recovery consumer stopped; restarting from its checkpoint")
             self._start_recovery()
@@ -311,6 +319,7 @@ class ScenarioRun:
         while self._pump():
             pass
         self.recovery.on_idle()
+        scans = self.consumer_scans  # the consumers' own; the report below reads whole tables on purpose
         store = DynamoProjectionStore(self.sim_clients.client("dynamodb"), self.settings.projection_tables())
         tables = {name: list(store.scan_table(name)) for name in (TASK, JOB, NODE)}
         parked = DynamoParkingLot(self.sim_clients.client("dynamodb"), self.settings.parked_table).list()
@@ -341,6 +350,7 @@ class ScenarioRun:
             seconds=seconds,
             virtual_seconds=(self.clock.now() - self.started_virtual).total_seconds(),
             consumer_restarts=self.consumer_restarts,
+            consumer_scans=scans,
         )
         result.expectations = check_expectations(self.scenario, result)
         return result

@@ -24,8 +24,8 @@ from typing import IO, Self
 
 from gpu_recovery.aws import AwsClients
 from gpu_recovery.settings import Settings
-from local.embedded_aws import EmbeddedAws
-from local.kinesis_local import KinesisLocal
+from local.embedded_aws import EmbeddedAws, free_port
+from local.kinesis_local import KinesisLocal, is_ready, stop_process_group
 from local.provision import Provisioned, provision
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -77,23 +77,77 @@ class Worker:
         return self.process.pid
 
 
+# moto's server without werkzeug's line per request (the KCL alone makes several per second).
+_MOTO_MAIN = (
+    "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.ERROR); "
+    "from moto.server import main; main(sys.argv[1:])"
+)
+
+
+@dataclass
+class MotoProcess:
+    """moto's server in a process of its own: with several workers writing, an in-process server would
+    share one interpreter lock with the caller."""
+
+    log_path: Path
+    startup_timeout: float = 60.0
+    port: int = 0
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoProcess:
+        import time
+
+        self.port = self.port or free_port()
+        with open(self.log_path, "ab") as log_file:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _MOTO_MAIN, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self._process.returncode}: {tail(self.log_path)}")
+            if is_ready(self.endpoint_url, path="/moto-api/"):
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"moto server did not answer on {self.endpoint_url}: {tail(self.log_path)}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process_group(self._process, timeout=5.0)
+            self._process = None
+
+
 @dataclass
 class LocalStack:
+    """Both servers, provisioned; ``moto_in_process=False`` runs moto in a process of its own."""
+
     settings: Settings
     work_dir: Path
+    moto_in_process: bool = True
+    # kinesis-mock keeps every record in its heap: 20,000 records of 1 KB need more than 256 MB.
+    kinesis_node_args: tuple[str, ...] = ("--max-old-space-size=1024",)
     workers: list[Worker] = field(default_factory=list)
     provisioned: Provisioned | None = None
-    _aws: EmbeddedAws | None = field(default=None, init=False, repr=False)
+    _aws: EmbeddedAws | MotoProcess | None = field(default=None, init=False, repr=False)
     _kinesis: KinesisLocal | None = field(default=None, init=False, repr=False)
 
     def start(self) -> Settings:
         """Start both servers, create the stream, tables, topic and cluster; returns the local settings."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._aws = EmbeddedAws().start()
+            if self.moto_in_process:
+                self._aws = EmbeddedAws().start()
+            else:
+                self._aws = MotoProcess(self.work_dir / "moto.log").start()
             self._kinesis = KinesisLocal(
                 region=self.settings.region, account_id=self.settings.account_id,
-                log_path=self.work_dir / "kinesis-local.log",
+                log_path=self.work_dir / "kinesis-local.log", extra_node_args=self.kinesis_node_args,
             )
             kinesis_endpoint = self._kinesis.start()
             self.settings = self.settings.model_copy(
