@@ -39,7 +39,7 @@ class Ledger(Protocol):
     def done(self, key: str, status: str, detail: dict[str, Any], error: str | None) -> None: ...
 
 
-class InjectedStop(Exception):  # noqa: N818 - it is a stop, not an error
+class InjectedStop(Exception):
     """Raised by a fault-injection hook: the consumer 'dies' here, as a SIGKILL would stop it."""
 
 

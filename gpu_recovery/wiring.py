@@ -6,9 +6,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from consumers.adapters.actuators import AwsActuator
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis import KinesisStreamWriter
-from consumers.adapters.actuators import AwsActuator
 from consumers.adapters.ledger import DynamoLedger
 from consumers.adapters.recovery_store import DynamoRecoveryStore
 from consumers.core.projection import ProjectionConfig

@@ -41,7 +41,7 @@ class EmbeddedAws:
         import urllib.request
 
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own 127.0.0.1 server
+        with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
 
     def stop(self) -> None:

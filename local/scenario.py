@@ -92,7 +92,8 @@ def scenario_names() -> list[str]:
 def load_scenario(name_or_path: str) -> Scenario:
     path = Path(name_or_path)
     if not path.exists():
-        matches = sorted(SCENARIO_DIR.glob(f"{name_or_path}*.yaml")) or sorted(SCENARIO_DIR.glob(f"*{name_or_path}*.yaml"))
+        matches = (sorted(SCENARIO_DIR.glob(f"{name_or_path}*.yaml"))
+                   or sorted(SCENARIO_DIR.glob(f"*{name_or_path}*.yaml")))
         if not matches:
             raise ConfigError(f"scenario {name_or_path!r} not found; known: {', '.join(scenario_names())} "
                               "(or give a path to a YAML/JSON file)")

@@ -22,6 +22,7 @@ from consumers.recovery import InjectedStop, RecoveryConsumer, no_fault
 from consumers.runtime.local_reader import LocalReader
 from consumers.runtime.processor import FatalProcessorError
 from events_schema.envelope import Envelope
+from events_schema.rules import ingest_rules
 from gpu_recovery.aws import AwsClients
 from gpu_recovery.settings import Settings
 from gpu_recovery.wiring import PROJECTOR_APP, RECOVERY_APP, build_projector, build_recovery, local_reader
@@ -31,7 +32,6 @@ from local.clock import VirtualClock
 from local.provision import provision
 from local.reactive_fleet import ReactiveFleet
 from local.scenario import Scenario
-from events_schema.rules import ingest_rules
 
 Say = Callable[[str], None]
 MAX_STEPS = 20_000
@@ -135,7 +135,7 @@ class ScenarioRun:
         overrides = {**settings.model_dump(), **scenario.settings}
         try:
             self.settings = Settings(**overrides)
-        except Exception as exc:  # noqa: BLE001 - turned into a config error naming the scenario
+        except Exception as exc:
             raise ConfigError(f"scenario {scenario.name} has invalid settings: {exc}") from exc
         self.clock = VirtualClock()
         self.started_virtual = self.clock.now()

@@ -174,7 +174,7 @@ class RecoveryPolicy:
         )
 
     def _on_job_task(self, state: RecoveryState, task: TaskRec, fx: Effects) -> None:
-        assert task.job_id is not None  # noqa: S101 - narrowed by the caller
+        assert task.job_id is not None
         job = state.jobs.get(task.job_id) or JobRec(job_id=task.job_id, generation_at=task.created_at)
         if task.created_at >= job.generation_at and task.arn not in job.tasks:
             job.tasks.append(task.arn)
@@ -213,7 +213,8 @@ class RecoveryPolicy:
         state.put(job)
         subject = Subject(job=job.job_id, node=task.node, task=task.arn)
         fx.emit(JobStateChanged(job_id=job.job_id, state="RECOVERING", reason=job.reason,
-                                restart_count=job.restart_count), subject, f"{job.job_id}:{job.generation_at}:recovering")
+                                restart_count=job.restart_count),
+                subject, f"{job.job_id}:{job.generation_at}:recovering")
         for sibling in self._current(state, job):
             if sibling.status != "STOPPED" and not sibling.recovery_stop:
                 sibling.recovery_stop = True
@@ -251,7 +252,7 @@ class RecoveryPolicy:
         if not failed:
             return
         first = min(failed, key=lambda t: (t.stopped_at or "", t.arn))
-        assert first.node is not None  # noqa: S101 - filtered above
+        assert first.node is not None
         self._open_or_join(state, first.node, job, first, fx)
 
     # --- incidents ------------------------------------------------------------------------------
@@ -378,7 +379,7 @@ class RecoveryPolicy:
 
     def _on_verdict(self, state: RecoveryState, incident: Incident, verdict: str, action: str, reason: str,
                     fx: Effects) -> None:
-        assert incident.check_key is not None  # noqa: S101 - a verdict answers a check
+        assert incident.check_key is not None
         self._drop_deadline(state, f"{incident.check_key}:report")
         self._drop_deadline(state, f"{incident.check_key}:grace")
         node = state.nodes.get(incident.node) or NodeRec(arn=incident.node)

@@ -148,7 +148,8 @@ class RecoveryState:
         self.removed.discard(key)
 
     def table(self, kind: str) -> dict[str, Any]:
-        tables: dict[str, dict[str, Any]] = {"task": self.tasks, "node": self.nodes, "job": self.jobs, "incident": self.incidents,
+        tables: dict[str, dict[str, Any]] = {"task": self.tasks, "node": self.nodes, "job": self.jobs,
+                                             "incident": self.incidents,
                 "deadline": self.deadlines}
         return tables[kind]
 
