@@ -19,13 +19,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from consumers.adapters.kinesis import list_shards
 
 GZIP_MAGIC = b"\x1f\x8b"
+ARRIVAL_RESOLUTION = timedelta(milliseconds=1)
 READ_BUFFER = 1 << 20
 # Firehose without a delimiter processor writes records back to back: "}{" or "} {" on one line.
 _BACK_TO_BACK = re.compile(rb"\}\s*\{")
@@ -332,7 +333,9 @@ class StreamSource:
 
     def _read(self, shard_id: str) -> Iterator[list[RawRecord]]:
         progress = self._progress[shard_id]
-        cutoff = self.cutoff
+        # Arrival times come in whole (rounded) milliseconds: a record that arrived in the very
+        # millisecond the replay started may read as one millisecond later, and still belongs.
+        cutoff = self.cutoff + ARRIVAL_RESOLUTION
         last_sequence: str | None = None
         iterator: str | None = self._iterator(shard_id, None)
         while iterator:
@@ -410,6 +413,95 @@ def _empty(batches: queue.Queue[Any]) -> None:
             return
 
 
+class StreamReadError(SourceError):
+    """The stream reader process failed; the message is its error."""
+
+
+CHILD_BATCH = 500
+CHILD_QUEUE = 16  # messages in flight: bounds memory to a few MiB of records
+
+
+class ProcessStreamSource:
+    """A StreamSource run in a child process, which hands raw records over a bounded queue.
+
+    Reading costs CPU too (botocore parses every GetRecords response); in its own process it runs
+    beside the decode and fold instead of taking turns with them under one GIL. ``client_factory``
+    must be picklable (a module-level function or a partial of one): the child builds its own client.
+    """
+
+    reads_window = True
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        stream_name: str,
+        *,
+        now: datetime,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batch_limit: int = 10_000,
+    ) -> None:
+        self._factory = client_factory
+        self.stream_name = stream_name
+        self._options = {"now": _aware(now), "since": _aware(since) if since else None,
+                         "until": _aware(until) if until else None, "batch_limit": batch_limit}
+        self._progress = Progress(0.0, None, "shards")
+
+    @property
+    def description(self) -> str:
+        return f"stream {self.stream_name}"
+
+    def progress(self) -> Progress:
+        return self._progress
+
+    def records(self) -> Iterator[RawRecord]:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # fork would copy this process's threads' locks
+        messages: Any = context.Queue(CHILD_QUEUE)
+        child = context.Process(target=_read_in_child, name="replay-stream-reader", daemon=True,
+                                args=(self._factory, self.stream_name, self._options, messages))
+        child.start()
+        try:
+            yield from self._receive(messages, child)
+        finally:
+            if child.is_alive():
+                child.terminate()
+            child.join(timeout=10)
+            messages.close()
+
+    def _receive(self, messages: Any, child: Any) -> Iterator[RawRecord]:
+        while True:
+            try:
+                kind, payload, self._progress = messages.get(timeout=1.0)
+            except queue.Empty:
+                if not child.is_alive():
+                    raise StreamReadError(f"the stream reader process exited ({child.exitcode})") from None
+                continue
+            if kind == "error":
+                raise StreamReadError(payload)
+            if kind == "done":
+                return
+            for position, data in payload:
+                yield RawRecord(position, data)
+
+
+def _read_in_child(factory: Callable[[], Any], stream_name: str, options: dict[str, Any], out: Any) -> None:
+    source = StreamSource(None, stream_name, **options)
+    try:
+        source.client = factory()
+        batch: list[tuple[str, bytes]] = []
+        for record in source.records():
+            batch.append((record.position, record.data))
+            if len(batch) >= CHILD_BATCH:
+                out.put(("batch", batch, source.progress()))
+                batch = []
+        out.put(("batch", batch, source.progress()))
+        out.put(("done", None, source.progress()))
+    except BaseException as exc:  # handed to the parent, which raises it as a StreamReadError
+        out.put(("error", f"{type(exc).__name__}: {exc}", source.progress()))
+
+
 # --- --source ---------------------------------------------------------------------------------------
 
 
@@ -421,8 +513,14 @@ def open_source(
     now: datetime,
     since: datetime | None = None,
     until: datetime | None = None,
+    kinesis_factory: Callable[[], Any] | None = None,
 ) -> Source:
-    """``stream``, ``s3://bucket/prefix`` or ``file:PATH`` -> a Source (clients only when AWS is needed)."""
+    """``stream``, ``s3://bucket/prefix`` or ``file:PATH`` -> a Source (clients only when AWS is needed).
+
+    With ``kinesis_factory`` (picklable) the stream is read in a child process, else in threads here.
+    """
+    if spec == "stream" and kinesis_factory is not None:
+        return ProcessStreamSource(kinesis_factory, stream_name, now=now, since=since, until=until)
     if spec == "stream":
         return StreamSource(_need(clients, spec)("kinesis"), stream_name, now=now, since=since, until=until)
     if spec.startswith("s3://"):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_recovery.commands.common import add_aws_options, settings_from
-from gpu_recovery.commands.replay import EXIT_REFUSED, add_source_options, projection_config
+from gpu_recovery.commands.replay import EXIT_REFUSED, add_source_options, open_history, projection_config
 
 
 def register(subparsers: Any) -> None:
@@ -60,7 +60,6 @@ def _run(args: argparse.Namespace) -> int:
     from replay.html import render_html
     from replay.rebuild import TimeWindow
     from replay.report import print_timeline
-    from replay.sources import open_source
 
     settings = settings_from(args)
     subject = _subject(args, AuditSubject)
@@ -71,8 +70,7 @@ def _run(args: argparse.Namespace) -> int:
             clients.append(AwsClients(settings))
         return clients[0].client(service)
 
-    source = open_source(args.source, clients=client, stream_name=settings.stream_name, now=datetime.now(UTC),
-                         since=args.since, until=args.until)
+    source = open_history(args, settings, datetime.now(UTC), client)
     window = None if source.reads_window else TimeWindow(args.since, args.until)
     timeline = audit(source.records, subject, projection_config(settings),
                      margin=timedelta(minutes=args.margin_minutes), window=window)

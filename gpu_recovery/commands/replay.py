@@ -33,6 +33,27 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", type=timestamp, help="start at this time (ISO 8601, UTC if no zone); the "
                         "stream by arrival time, archives and files by each event's own time")
     parser.add_argument("--until", type=timestamp, help="stop after this time (same rules as --since)")
+    parser.add_argument("--reader", choices=("process", "thread"), default="process",
+                        help="--source stream: read the shards in a child process (default; parsing runs "
+                        "beside the fold) or in threads of this one")
+
+
+def open_history(args: argparse.Namespace, settings: Any, now: datetime, client: Any) -> Any:
+    """The --source of a replay or audit; the stream through a child process unless --reader thread."""
+    from functools import partial
+
+    from replay.sources import open_source
+
+    factory = partial(kinesis_client, settings) if args.reader == "process" else None
+    return open_source(args.source, clients=client, stream_name=settings.stream_name, now=now,
+                       since=args.since, until=args.until, kinesis_factory=factory)
+
+
+def kinesis_client(settings: Any) -> Any:
+    """A Kinesis client from settings; module-level so a reader process can unpickle it."""
+    from gpu_recovery.aws import AwsClients
+
+    return AwsClients(settings).client("kinesis")
 
 
 def register(subparsers: Any) -> None:
@@ -98,7 +119,6 @@ def _run(args: argparse.Namespace) -> int:
 
     from replay.rebuild import TimeWindow, rebuild
     from replay.report import ReplayProgress, print_summary, print_verify
-    from replay.sources import open_source
 
     settings = settings_from(args)
     now = datetime.now(UTC)
@@ -107,8 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     clients = _Clients(settings)
     if target == "live" and not _live_allowed(args, clients, settings, Console(stderr=True, highlight=False)):
         return EXIT_REFUSED
-    source = open_source(args.source, clients=clients.client, stream_name=settings.stream_name, now=now,
-                         since=args.since, until=args.until)
+    source = open_history(args, settings, now, clients.client)
     window = None if source.reads_window else TimeWindow(args.since, args.until)
     with ReplayProgress(source, enabled=not args.no_progress) as bar:
         rebuilt = rebuild(source.records(), projection_config(settings), window=window, tick=bar.tick)

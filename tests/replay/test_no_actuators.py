@@ -19,7 +19,7 @@ from consumers.adapters.dynamodb import create_tables
 from gpu_recovery.cli import main
 from gpu_recovery.commands import replay as replay_command
 from gpu_recovery.settings import load_settings
-from tests.replay.histories import ALPHA, INCIDENT, incident_story, lines, write_jsonl
+from tests.replay.histories import ALPHA, INCIDENT, incident_story, put_records, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("consumers.adapters.actuators", "consumers.recovery", "gpu_recovery.wiring")
@@ -131,10 +131,10 @@ def test_replay_and_audit_from_the_stream_make_no_acting_call(
     kinesis = boto3.client("kinesis", endpoint_url=moto_server, region_name="us-east-1")
     kinesis.create_stream(StreamName=stream, ShardCount=3)
     kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 1})
-    for i, data in enumerate(lines(incident_story())):
-        kinesis.put_record(StreamName=stream, Data=data, PartitionKey=f"k{i % 5}")
+    put_records(kinesis, stream, incident_story())
     api_calls.clear()
-    common = ["--endpoint-url", moto_server, "--stream-name", stream, "--source", "stream"]
+    # (threads: a reader process's calls would not pass through this process's clients)
+    common = ["--endpoint-url", moto_server, "--stream-name", stream, "--source", "stream", "--reader", "thread"]
     # WHEN replayed into shadow tables with --verify, into a file, and audited
     assert main(["replay", *common, "--verify", "--no-progress", "--json"]) == 1  # live tables are empty
     assert main(["replay", *common, "--target", f"file:{tmp_path / 'o.json'}", "--no-progress"]) == 0

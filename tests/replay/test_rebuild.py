@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ from replay.rebuild import TimeWindow, rebuild
 from replay.sources import RawRecord
 from replay.targets import render_lines
 from tests.factories import at, node_arn, task_arn
-from tests.replay.histories import ALPHA, NODE1, incident_story, lines, write_jsonl
+from tests.replay.histories import ALPHA, NODE1, incident_story, lines, partition_key, write_jsonl
 
 CONFIG = ProjectionConfig(health_check_family="gpu-recovery-healthcheck")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -52,21 +53,12 @@ def test_the_same_history_replayed_twice_is_byte_identical(tmp_path: Path) -> No
     assert alpha["state"] == "RUNNING" and alpha["restart_count"] == 1
 
 
-def _entity(event: dict[str, Any]) -> str:
-    """The unit whose order the stream keeps: the partition (a node, a job, an unplaced task)."""
-    if "detail" in event:
-        detail = event["detail"]
-        return str(detail.get("containerInstanceArn") or detail["taskArn"])
-    subject = event["subject"]
-    return str(subject.get("node") or subject.get("job") or subject.get("task") or event["event_id"])
-
-
 @st.composite
 def redelivered(draw: st.DrawFn, events: list[dict[str, Any]]) -> list[bytes]:
     """Interleave the per-entity queues at random, then redeliver some records later on."""
     queues: dict[str, list[bytes]] = defaultdict(list)
     for event, line in zip(events, lines(events), strict=True):
-        queues[_entity(event)].append(line)
+        queues[partition_key(event)].append(line)
     order: list[bytes] = []
     pending = {k: list(v) for k, v in queues.items()}
     while pending:
@@ -155,3 +147,25 @@ def test_event_times_without_a_zone_are_read_as_utc() -> None:
     rebuilt = rebuild(raw(lines([event])), CONFIG, window=TimeWindow(since=at(-1), until=at(1)))
     # THEN it is compared as UTC and folded
     assert rebuilt.stats.events == 1 and rebuilt.stats.first_time == "2026-11-27T09:00:00.000000Z"
+
+
+@pytest.mark.xfail(reason="consumers.core.projection: generation_at is set only by a RESTARTING event that wins the "
+                   "recovery register, so a newer JobStateChanged from another shard folded first loses it; "
+                   "replay and live can then disagree (reported to the lead)", strict=False)
+def test_a_later_incident_on_another_shard_does_not_hide_the_restart() -> None:
+    # GIVEN the story, then a second failure: its RECOVERING is keyed by the node (another shard than
+    # the job's own RESTARTING/RUNNING, which are keyed by the job)
+    from events_schema.events import JobStateChanged
+    from tests.factories import task_event
+    from tests.replay.histories import our_event
+
+    story = incident_story()
+    story += [task_event(3, node=1, version=3, status="STOPPED", exit_code=1, group=ALPHA, when=at(499),
+                         created=at(405)),
+              our_event(JobStateChanged(job_id=ALPHA, state="RECOVERING", incident_id="inc-2", reason="rank 1 failed"),
+                    500, node=NODE1, job=ALPHA, incident="inc-2")]
+    job_shard = [e for e in story if e.get("type") == "JobStateChanged" and partition_key(e) == ALPHA]
+    other_shards = [e for e in story if e not in job_shard]
+    # WHEN the node's shard is folded before the job's shard
+    # THEN the result is the time-ordered one
+    assert rendered(lines(other_shards + job_shard)) == rendered(lines(story))

@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from replay.sources import FileSource, S3Source, SourceError, StreamSource, open_source, split_objects
-from tests.replay.histories import incident_story, lines, write_jsonl
+from tests.replay.histories import incident_story, lines, put_records, write_jsonl
 
 
 def datas(source: Any) -> list[bytes]:
@@ -205,3 +205,31 @@ def test_a_missing_stream_is_reported_not_a_traceback(moto_server: str, capsys: 
                  "--no-progress"])
     assert code == 2
     assert "ResourceNotFoundException" in capsys.readouterr().err
+
+
+def test_a_reader_process_gives_what_reader_threads_give(moto_server: str, tmp_path: Path) -> None:
+    # GIVEN the story in a 3-shard stream
+    from gpu_recovery.cli import main
+
+    kinesis, name = _stream(moto_server, shards=3)
+    put_records(kinesis, name, incident_story())  # keyed as live: each node's, each job's events in order
+    common = ["replay", "--endpoint-url", moto_server, "--stream-name", name, "--no-progress"]
+    # WHEN replayed with the shards read in a child process, and in threads
+    assert main([*common, "--reader", "process", "--target", f"file:{tmp_path / 'process.json'}"]) == 0
+    assert main([*common, "--reader", "thread", "--target", f"file:{tmp_path / 'thread.json'}"]) == 0
+    # THEN the results are byte-identical
+    assert (tmp_path / "process.json").read_bytes() == (tmp_path / "thread.json").read_bytes()
+
+
+def test_a_failing_reader_process_is_reported(moto_server: str) -> None:
+    # GIVEN a stream that does not exist
+    from functools import partial
+
+    from replay.sources import ProcessStreamSource, StreamReadError
+
+    factory = partial(boto3.client, "kinesis", endpoint_url=moto_server, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    source = ProcessStreamSource(factory, "no-such-stream", now=datetime.now(UTC))
+    # WHEN read THEN the child's error surfaces here, by name
+    with pytest.raises(StreamReadError, match="ResourceNotFoundException"):
+        list(source.records())

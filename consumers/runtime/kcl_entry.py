@@ -1,0 +1,104 @@
+"""The record-processor executable the KCL MultiLangDaemon runs once per shard lease.
+
+    python -m consumers.runtime.kcl_entry projector|recovery [--log-level INFO]
+
+It loads the settings from the environment the daemon passes through, builds the consumer's batch
+handler, wraps it in ``ShardProcessor`` (a fatal error exits the process, so the daemon starts a new
+processor from the last checkpoint) and speaks amazon-kclpy's protocol with the daemon.
+
+stdout *is* that protocol: a stray ``print`` from any library would corrupt it. So the protocol keeps
+the real stdout, ``sys.stdout`` is pointed at stderr, and logging goes to stderr (the daemon copies
+a processor's stderr into its own log).
+
+This is an entry point, a composition root like ``gpu_recovery.cli``: it imports the wiring lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from consumers.core.ports import StreamRecord
+from consumers.runtime.processor import BatchHandler, ShardProcessor
+
+CONSUMERS = ("projector", "recovery")
+log = logging.getLogger("gpu_recovery.kcl_entry")
+
+
+class LoggedHandler:
+    """Logs one line per non-empty batch (shard, records, seconds): per-worker throughput from logs."""
+
+    def __init__(self, inner: BatchHandler, clock: Callable[[], float] = time.monotonic) -> None:
+        self._inner = inner
+        self._clock = clock
+
+    def handle_batch(self, records: Sequence[StreamRecord]) -> object:
+        started = self._clock()
+        result = self._inner.handle_batch(records)
+        if records:
+            log.info(
+                "batch shard=%s records=%d last_seq=%s seconds=%.3f",
+                records[0].shard_id, len(records), records[-1].sequence_number, self._clock() - started,
+            )
+        return result
+
+
+def build_handler(consumer: str, clients: Any | None = None) -> BatchHandler:
+    """The consumer's batch handler; clients default to settings read from the environment."""
+    from gpu_recovery import wiring
+    from gpu_recovery.aws import AwsClients
+    from gpu_recovery.settings import load_settings
+
+    clients = clients if clients is not None else AwsClients(load_settings())
+    if consumer == "projector":
+        return wiring.build_projector(clients)
+    builder: Callable[[Any], BatchHandler] = getattr(wiring, f"build_{consumer}")
+    return builder(clients)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kcl_entry", description=__doc__.split("\n")[0])
+    parser.add_argument("consumer", choices=CONSUMERS)
+    parser.add_argument("--log-level", default="INFO", help="Python log level (default: INFO)")
+    return parser.parse_args(argv)
+
+
+def configure_logging(level: str, stream: IO[str]) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=stream, force=True,
+        format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s",
+    )
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(
+    consumer: str,
+    *,
+    stdin: IO[str],
+    protocol_out: IO[str],
+    stderr: IO[str],
+    handler_factory: Callable[[str], BatchHandler] = build_handler,
+) -> None:
+    """Serve one shard until the daemon closes stdin."""
+    from amazon_kclpy.kcl import KCLProcess
+
+    processor = ShardProcessor(LoggedHandler(handler_factory(consumer)))
+    KCLProcess(processor, input_file=stdin, output_file=protocol_out, error_file=stderr).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    protocol_out = sys.stdout
+    sys.stdout = sys.stderr  # anything printed by accident goes to the log, not into the protocol
+    configure_logging(args.log_level, sys.stderr)
+    run(args.consumer, stdin=sys.stdin, protocol_out=protocol_out, stderr=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
