@@ -75,6 +75,8 @@ def task_event(
         detail["stoppedReason"] = stop_code
     if status == "STOPPED":
         detail["stoppedAt"] = _iso(moment)
+    if status in ("RUNNING", "STOPPED") and stop_code != "TaskFailedToStart":
+        detail["startedAt"] = _iso(created or T0)
     return _aws("ECS Task State Change", task_arn(task), detail, moment, version)
 
 
