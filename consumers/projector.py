@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from consumers.adapters.metrics import Metrics, NullMetrics
 from consumers.core.clocktext import iso
 from consumers.core.errors import TransientError
 from consumers.core.ports import ItemWrite, ParkedRecord, ParkingLot, ProjectionStore, StreamRecord
@@ -77,11 +78,13 @@ class Projector:
         config: ProjectionConfig,
         *,
         consumer: str = "projector",
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._parking = parking
         self._config = config
         self._consumer = consumer
+        self._metrics: Metrics = metrics or NullMetrics()
         self.stats = ProjectorStats()
 
     def handle_batch(self, records: Sequence[StreamRecord]) -> BatchReport:
@@ -91,6 +94,7 @@ class Projector:
         self._project(events, report)
         if parked:
             self._parking.park(parked)
+            self._metrics.count("ParkedRecords", len(parked))
             for record in parked:
                 report.parked_by_kind[record.reason_kind] += 1
                 log.warning(
@@ -98,6 +102,7 @@ class Projector:
                     record.shard_id, record.sequence_number, record.reason_kind, record.reason,
                 )
         self.stats.add(report)
+        self._metrics.flush()
         return report
 
     def _project(self, events: list[StreamEvent], report: BatchReport) -> None:

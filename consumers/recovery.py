@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from consumers.adapters.actuators import IDEMPOTENT, ActionFailed, Actuator
 from consumers.adapters.ledger import Claim
+from consumers.adapters.metrics import Metrics, NullMetrics
 from consumers.adapters.recovery_store import RecoveryStore
 from consumers.core.clocktext import iso, parse_iso
 from consumers.core.ports import ParkedRecord, ParkingLot, StreamRecord, StreamWriter
@@ -62,6 +63,7 @@ class RecoveryConsumer:
         clock: Callable[[], datetime],
         dry_run: bool = False,
         fault: Callable[[str, str | None], None] = no_fault,
+        metrics: Metrics | None = None,
     ) -> None:
         self.policy = policy
         self._store = store
@@ -72,6 +74,7 @@ class RecoveryConsumer:
         self._clock = clock
         self._dry_run = dry_run
         self._fault = fault
+        self._metrics: Metrics = metrics or NullMetrics()
         self.state = store.load()
         self.actions = 0
         self.failed_actions = 0
@@ -96,11 +99,17 @@ class RecoveryConsumer:
         self.tick()
         self._fault("before_save", None)
         self._store.save(self.state)
+        self._publish()
 
     def on_idle(self) -> None:
         """Called when the stream is quiet: notice deadlines, then save."""
         self.tick()
         self._store.save(self.state)
+        self._publish()
+
+    def _publish(self) -> None:
+        self._metrics.gauge("OpenIncidents", sum(1 for i in self.state.incidents.values() if not i.closed))
+        self._metrics.flush()
 
     def tick(self) -> None:
         """Record the deadlines that have passed, then decide on them like any other event."""
@@ -132,7 +141,9 @@ class RecoveryConsumer:
         self._writer.append([envelope])
         self._fault("after_outcome", decision.idempotency_key)
         self.actions += 1
-        self.failed_actions += outcome.status == "failed"
+        if outcome.status == "failed":
+            self.failed_actions += 1
+            self._metrics.count("FailedActions", 1)
         follow_up = self.policy.handle(self.state, OurEvent(envelope, outcome))
         self._apply(follow_up, envelope.event_id)
 
@@ -184,6 +195,7 @@ class RecoveryConsumer:
     def _park(self, records: list[ParkedRecord]) -> None:
         self._parking.park(records)
         self.parked += len(records)
+        self._metrics.count("ParkedRecords", len(records))
         for record in records:
             log.warning("parked record shard=%s seq=%s kind=%s: %s", record.shard_id, record.sequence_number,
                         record.reason_kind, record.reason)

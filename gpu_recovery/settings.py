@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     replace_instances: bool = Field(False, validation_alias=AliasChoices(
         "GPU_RECOVERY_REPLACE_INSTANCES", "replace_instances"))
     dry_run: bool = Field(False, validation_alias=AliasChoices("GPU_RECOVERY_DRY_RUN", "dry_run"))
+    metrics: bool = Field(True, validation_alias=AliasChoices("GPU_RECOVERY_METRICS", "metrics"))
 
     @field_validator("gpu_task_families", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from consumers.adapters.actuators import AwsActuator
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis import KinesisStreamWriter
 from consumers.adapters.ledger import DynamoLedger
+from consumers.adapters.metrics import CloudWatchMetrics, Metrics, NullMetrics
 from consumers.adapters.recovery_store import DynamoRecoveryStore
 from consumers.core.projection import ProjectionConfig
 from consumers.core.recovery.config import PolicyConfig
@@ -44,7 +45,14 @@ def build_projector(clients: AwsClients) -> Projector:
         DynamoParkingLot(dynamodb, settings.parked_table),
         projection_config(settings),
         consumer="projector",
+        metrics=metrics(clients),
     )
+
+
+def metrics(clients: AwsClients) -> Metrics:
+    if not clients.settings.metrics:
+        return NullMetrics()
+    return CloudWatchMetrics(clients.client("cloudwatch"))
 
 
 def stream_writer(clients: AwsClients) -> KinesisStreamWriter:
@@ -117,4 +125,5 @@ def build_recovery(
         clock=clock or (lambda: datetime.now(UTC)),
         dry_run=settings.dry_run,
         fault=fault,
+        metrics=metrics(clients),
     )

@@ -275,6 +275,7 @@ class RecoveryPolicy:
         incident = Incident(
             id=f"inc-{short_hash(node_arn, job.job_id, job.first_failure_at or fx.now)}", node=node_arn,
             jobs=[job.job_id], opened_at=fx.now, trigger_task=trigger.arn, reason=job.reason,
+            fault_at=trigger.stopped_at,
         )
         job.incident_id = incident.id
         state.put(incident)
@@ -323,8 +324,11 @@ class RecoveryPolicy:
         ]
         if node.instance_id:
             environment.append({"name": "GPU_RECOVERY_INSTANCE_ID", "value": node.instance_id})
-        if incident.opened_at:
-            environment.append({"name": "GPU_RECOVERY_SINCE", "value": incident.opened_at})
+        if node.gpu_count:
+            # Without the count the agent cannot see a GPU that fell off the bus entirely.
+            environment.append({"name": "GPU_RECOVERY_EXPECTED_GPUS", "value": str(node.gpu_count)})
+        # XIDs since the failed rank stopped (the agent looks back a margin before it).
+        environment.append({"name": "GPU_RECOVERY_SINCE", "value": incident.fault_at or incident.opened_at})
         fx.decide(incident.check_key, Action(type="StartTask", target=incident.node, params={
             "task_definition": self.config.health_check_family, "started_by": "gpu-recovery",
             "overrides": {"containerOverrides": [{"name": CHECK_CONTAINER, "environment": environment}]},

@@ -96,6 +96,7 @@ class Incident(Record):
     opened_at: str
     trigger_task: str | None
     reason: str
+    fault_at: str | None = None
     phase: str = "OPEN"
     check_level: int = 2
     check_attempt: int = 0
