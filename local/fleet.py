@@ -118,6 +118,18 @@ class FleetSimulator:
         self.emit([self.node_event(node) for node in added])
         return added
 
+    def join_auto_scaling_group(self, autoscaling: Any, nodes: Sequence[SimNode], name: str = "gpu-nodes") -> None:
+        """Put the nodes' instances in one Auto Scaling group, so a replaced node gets a successor."""
+        autoscaling.create_launch_configuration(LaunchConfigurationName=name, ImageId="ami-12c6146b",
+                                                InstanceType=nodes[0].instance_type)
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=name, LaunchConfigurationName=name, MinSize=0, MaxSize=len(nodes) * 2,
+            DesiredCapacity=0, AvailabilityZones=[f"{self.region}a"],
+            Tags=[{"Key": "gpu-recovery:cluster", "Value": self.cluster_name, "PropagateAtLaunch": True}],
+        )
+        autoscaling.attach_instances(InstanceIds=[n.instance_id for n in nodes if not n.external],
+                                     AutoScalingGroupName=name)
+
     def node_by_name(self, name: str) -> SimNode:
         return next(node for node in self.nodes.values() if node.name == name)
 

@@ -51,6 +51,7 @@ class FleetSpec(_Spec):
     nodes: int = Field(5, ge=1, le=512)
     gpus: int = Field(8, ge=1, le=16)
     external: list[str] = Field(default_factory=list, description="node names that are ECS Anywhere nodes")
+    auto_scaling_group: bool = Field(False, description="the EC2 nodes belong to one Auto Scaling group")
 
 
 class DeliverySpec(_Spec):

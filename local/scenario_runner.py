@@ -195,6 +195,8 @@ class ScenarioRun:
         fleet = self.fleet
         external = frozenset(self.scenario.fleet.external)
         nodes = fleet.add_nodes(self.scenario.fleet.nodes, gpus=self.scenario.fleet.gpus, external=external)
+        if self.scenario.fleet.auto_scaling_group:
+            fleet.join_auto_scaling_group(self.sim_clients.client("autoscaling"), nodes)
         self.say(f"fleet: {len(nodes)} GPU nodes ({self.scenario.fleet.gpus} GPUs each) in cluster "
                  f"{self.settings.cluster_name}")
         for job in self.scenario.jobs:
