@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
+# jsii (under aws-cdk-lib) prints a large banner about Node 20's end of life on every import.
+export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION=1
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1
 
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
