@@ -464,10 +464,17 @@ def _apply_job_state(
     key: EntityKey = (JOB, data.job_id)
     job = dict(state.get(key) or _job_stub(data.job_id))
     order = _order(event)
+    at = iso(event.time)
+    # The restart generation is a register of its own (the latest RESTARTING wins), so a newer
+    # JobStateChanged folded first cannot hide an older restart.
+    newer_generation = data.state == "RESTARTING" and (job.get("generation_at") or "") < at
+    if newer_generation:
+        job["generation_at"] = at
     recovery = job.get("recovery")
     if recovery is not None and recovery["order"] >= order:
+        if newer_generation:
+            state.put(key, _derive_job(job, config))
         return
-    at = iso(event.time)
     job["recovery"] = {
         "state": data.state,
         "reason": data.reason,
@@ -476,8 +483,6 @@ def _apply_job_state(
         "at": at,
         "order": order,
     }
-    if data.state == "RESTARTING" and (job.get("generation_at") or "") < at:
-        job["generation_at"] = at
     state.put(key, _derive_job(job, config))
 
 

@@ -177,6 +177,8 @@ def _recovery_history() -> list[Any]:
                               job_id="job:alpha", step="stop_siblings"), when=at(8)),
         ours(JobStateChanged(job_id="job:alpha", state="RECOVERING", incident_id="i"), when=at(9)),
         ours(JobStateChanged(job_id="job:alpha", state="RESTARTING", incident_id="i", restart_count=1), when=at(20)),
+        # A later interruption recorded from another shard may be folded before the restart.
+        ours(JobStateChanged(job_id="job:alpha", state="RECOVERING", incident_id="i2", restart_count=1), when=at(30)),
     ]
 
 

@@ -149,9 +149,6 @@ def test_event_times_without_a_zone_are_read_as_utc() -> None:
     assert rebuilt.stats.events == 1 and rebuilt.stats.first_time == "2026-11-27T09:00:00.000000Z"
 
 
-@pytest.mark.xfail(reason="consumers.core.projection: generation_at is set only by a RESTARTING event that wins the "
-                   "recovery register, so a newer JobStateChanged from another shard folded first loses it; "
-                   "replay and live can then disagree (reported to the lead)", strict=False)
 def test_a_later_incident_on_another_shard_does_not_hide_the_restart() -> None:
     # GIVEN the story, then a second failure: its RECOVERING is keyed by the node (another shard than
     # the job's own RESTARTING/RUNNING, which are keyed by the job)
