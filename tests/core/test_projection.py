@@ -177,9 +177,13 @@ def _recovery_history() -> list[Any]:
                               job_id="job:alpha", step="stop_siblings"), when=at(8)),
         ours(JobStateChanged(job_id="job:alpha", state="RECOVERING", incident_id="i"), when=at(9)),
         ours(JobStateChanged(job_id="job:alpha", state="RESTARTING", incident_id="i", restart_count=1), when=at(20)),
-        # A later interruption recorded from another shard may be folded before the restart.
-        ours(JobStateChanged(job_id="job:alpha", state="RECOVERING", incident_id="i2", restart_count=1), when=at(30)),
     ]
+
+
+def _later_interruption() -> list[Any]:
+    """Recorded under another partition key (the node's), so it may be folded before the restart."""
+    return [ours(JobStateChanged(job_id="job:alpha", state="RECOVERING", incident_id="i2", restart_count=1),
+                 when=at(30), subject=Subject(node=node_arn(1)))]
 
 
 @st.composite
@@ -187,6 +191,7 @@ def histories(draw: st.DrawFn) -> tuple[list[Any], list[Any]]:
     entities = [
         _task_history(1, 1, True, 0), _task_history(2, 2, False, 0), _task_history(3, 3, draw(st.booleans()), 0),
         _task_history(4, 1, False, 21), _node_history(1), _node_history(2), _recovery_history(),
+        _later_interruption(),
     ]
     clean = [event for history in entities for event in history]
     # Interleave the per-entity histories in any way, keeping each entity's own order ...
