@@ -139,6 +139,17 @@ class Registry:
             envelope = Envelope.model_validate(raw)
         except ValidationError as exc:
             raise EventSchemaError(f"invalid envelope: {_first_error(exc)}") from exc
+        return self._payload(envelope)
+
+    def decode_json(self, data: bytes | str) -> OurEvent:
+        """``decode`` straight from the record's bytes: one pass through pydantic's JSON parser."""
+        try:
+            envelope = Envelope.model_validate_json(data)
+        except ValidationError as exc:
+            raise EventSchemaError(f"invalid envelope: {_first_error(exc)}") from exc
+        return self._payload(envelope)
+
+    def _payload(self, envelope: Envelope) -> OurEvent:
         event_type = self.get(envelope.type)
         data = event_type.upcast(envelope.schema_version, dict(envelope.data))
         try:

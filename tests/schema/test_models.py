@@ -91,3 +91,21 @@ def test_malformed_records_say_why(data: bytes, kind: str) -> None:
 def test_family_is_exact() -> None:
     assert family_of("arn:aws:ecs:us-west-2:1:task-definition/llm-train:10") == "llm-train"
     assert family_of("arn:aws:ecs:us-west-2:1:task-definition/llm-train-2:1") == "llm-train-2"
+
+
+@pytest.mark.parametrize("path", [*AWS_FIXTURES, FIXTURES / "our_events" / "health_check_reported_v1.json"],
+                         ids=lambda p: p.name)
+def test_decoding_the_bytes_equals_decoding_the_parsed_dict(path: Path) -> None:
+    # GIVEN a record's bytes, and the same record parsed by json.loads
+    from events_schema.decode import decode_mapping
+
+    data = path.read_bytes()
+    # WHEN both are decoded (bytes go through pydantic's JSON parser, the dict through the model)
+    from_bytes, from_dict = decode(data), decode_mapping(json.loads(data))
+    # THEN the events are equal, field for field, as text too, and encode to the same bytes
+    assert from_bytes == from_dict
+    assert decode(data.decode()) == from_dict
+    assert encode(from_bytes) == encode(from_dict)
+    fields_set = [e.envelope.model_fields_set if isinstance(e, OurEvent) else e.model_fields_set
+                  for e in (from_bytes, from_dict)]
+    assert fields_set[0] == fields_set[1]
