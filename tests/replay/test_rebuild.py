@@ -7,7 +7,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -84,6 +83,15 @@ def test_shuffled_and_duplicated_history_gives_the_clean_result(history: list[by
     # WHEN rebuilt
     # THEN the rendered state is exactly the clean history's
     assert rendered(history) == CLEAN
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=st.permutations(lines(STORY)), again=st.lists(st.sampled_from(lines(STORY)), max_size=8))
+def test_any_order_at_all_gives_the_clean_result(history: list[bytes], again: list[bytes]) -> None:
+    # GIVEN the story in any order whatever (even a node's own events out of order), some twice
+    # WHEN rebuilt
+    # THEN the registers' total orders still give the clean result
+    assert rendered(history + again) == CLEAN
 
 
 def test_a_v1_health_check_line_is_upcast(tmp_path: Path) -> None:
