@@ -34,8 +34,10 @@ class AwsClients:
             "region_name": self.settings.region,
             "config": Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
         }
-        if self.settings.endpoint_url:
-            kwargs["endpoint_url"] = self.settings.endpoint_url
+        # The KCL daemon needs an HTTP/2 Kinesis locally (kinesis-local); the Python side shares it.
+        endpoint = (service == "kinesis" and self.settings.kinesis_endpoint_url) or self.settings.endpoint_url
+        if endpoint:
+            kwargs["endpoint_url"] = endpoint
             if not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
                 kwargs.update(LOCAL_CREDENTIALS)  # a local endpoint needs some credentials, never real ones
         return self._session.client(service, **kwargs)

@@ -165,12 +165,18 @@ class LocalStack:
     def clients(self) -> AwsClients:
         return AwsClients(self.settings)
 
-    def start_worker(self, consumer: str, *, worker_id: str, extra: Sequence[str] = ()) -> Worker:
-        """Launch a KCL worker in its own process group, its output in ``<work_dir>/<worker_id>.log``."""
+    def start_worker(self, consumer: str, *, worker_id: str, extra: Sequence[str] = (), nice: int = 0) -> Worker:
+        """Launch a KCL worker in its own process group, its output in ``<work_dir>/<worker_id>.log``.
+
+        ``nice`` > 0 lowers the worker's CPU priority (its JVM and processors inherit it): on a small
+        machine the local stand-ins for AWS then answer first, as the real services would.
+        """
         log_path = self.work_dir / f"{worker_id}.log"
         command = worker_command(
             consumer, worker_id=worker_id, properties_out=self.work_dir / f"{worker_id}.properties", extra=extra
         )
+        if nice:
+            command = ["nice", "-n", str(nice), *command]
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 command, env=self.env(), stdin=subprocess.DEVNULL, stdout=log_file,
