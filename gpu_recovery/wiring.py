@@ -12,7 +12,6 @@ from consumers.adapters.kinesis import KinesisStreamWriter
 from consumers.adapters.ledger import DynamoLedger
 from consumers.adapters.metrics import CloudWatchMetrics, Metrics, NullMetrics
 from consumers.adapters.recovery_store import DynamoRecoveryStore
-from consumers.core.projection import ProjectionConfig
 from consumers.core.recovery.config import PolicyConfig
 from consumers.core.recovery.policy import RecoveryPolicy
 from consumers.projector import Projector
@@ -20,21 +19,10 @@ from consumers.recovery import RecoveryConsumer, no_fault
 from consumers.runtime.local_reader import DynamoCheckpoints, LocalReader
 from consumers.runtime.processor import BatchHandler, ShardProcessor
 from events_schema.rules import ingest_rules
+from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP, projection_config
 from gpu_recovery.aws import AwsClients
 from gpu_recovery.settings import Settings
 from local.bridge import EventBridgeBridge
-
-PROJECTOR_APP = "gpu-recovery-projector"
-RECOVERY_APP = "gpu-recovery-recovery"
-
-
-def projection_config(settings: Settings) -> ProjectionConfig:
-    return ProjectionConfig(
-        job_id_source=settings.job_id_source,
-        gpu_task_families=frozenset(settings.gpu_task_families),
-        health_check_family=settings.health_check_task,
-        ttl_days=settings.ttl_days,
-    )
 
 
 def build_projector(clients: AwsClients) -> Projector:
@@ -127,3 +115,6 @@ def build_recovery(
         fault=fault,
         metrics=metrics(clients),
     )
+
+
+__all__ = ["PROJECTOR_APP", "RECOVERY_APP", "build_projector", "build_recovery", "local_reader", "projection_config"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_recovery.commands.common import add_aws_options, settings_from
-from gpu_recovery.commands.replay import EXIT_REFUSED, add_source_options, open_history, projection_config
+from gpu_recovery.commands.replay import EXIT_REFUSED, add_source_options, open_history
 
 
 def register(subparsers: Any) -> None:
@@ -72,6 +72,8 @@ def _run(args: argparse.Namespace) -> int:
 
     source = open_history(args, settings, datetime.now(UTC), client)
     window = None if source.reads_window else TimeWindow(args.since, args.until)
+    from gpu_recovery.apps import projection_config
+
     timeline = audit(source.records, subject, projection_config(settings),
                      margin=timedelta(minutes=args.margin_minutes), window=window)
     if args.html:

@@ -12,13 +12,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+# gpu_recovery.wiring builds the recovery consumer and its actuators, which replay never reaches:
+# the shared names come from gpu_recovery.apps instead, imported when a command runs (not on --help).
 from gpu_recovery.commands.common import add_aws_options, settings_from
 
-# The KCL application names (= their lease tables). They mirror gpu_recovery.wiring, which this module
-# must not import: wiring builds the recovery consumer and its actuators, and replay never reaches those.
-# tests/replay/test_no_actuators.py checks that these and projection_config below agree with wiring.
-PROJECTOR_APP = "gpu-recovery-projector"
-RECOVERY_APP = "gpu-recovery-recovery"
 TARGET_HELP = ("shadow (default: new tables <name>-replay-<UTC time>), file:PATH (one JSON object, '-' for "
                "stdout), live (overwrite the live tables; needs --yes) or none (with --verify: compare only)")
 EXIT_DIFFERENT = 1
@@ -81,18 +78,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def projection_config(settings: Any) -> Any:
-    """The live projector's config from settings (the same fields as gpu_recovery.wiring's)."""
-    from consumers.core.projection import ProjectionConfig
-
-    return ProjectionConfig(
-        job_id_source=settings.job_id_source,
-        gpu_task_families=frozenset(settings.gpu_task_families),
-        health_check_family=settings.health_check_task,
-        ttl_days=settings.ttl_days,
-    )
-
-
 def timestamp(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
@@ -130,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
     source = open_history(args, settings, now, clients.client)
     window = None if source.reads_window else TimeWindow(args.since, args.until)
     with ReplayProgress(source, enabled=not args.no_progress) as bar:
+        from gpu_recovery.apps import projection_config
+
         rebuilt = rebuild(source.records(), projection_config(settings), window=window, tick=bar.tick)
     summary: dict[str, Any] = {"source": source.description, "target": target,
                                "stats": rebuilt.stats.as_json(), "items": rebuilt.items_per_table()}
@@ -171,6 +158,7 @@ def _checked_target(target: str) -> str:
 
 
 def _live_allowed(args: argparse.Namespace, clients: _Clients, settings: Any, err: Any) -> bool:
+    from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP
     from replay.leases import check_consumers
     from replay.report import print_consumers
 

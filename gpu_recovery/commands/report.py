@@ -84,8 +84,8 @@ def _build(args: argparse.Namespace, now: Any, since: Any, until: Any, lookback:
 
     from analytics.history import decode_each
     from analytics.report import ReportConfig, build_report
+    from gpu_recovery.apps import projection_config
     from gpu_recovery.aws import AwsClients
-    from gpu_recovery.wiring import projection_config
     from replay.sources import open_source
 
     settings = settings_from(args)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from analytics.history import parse_when
     from analytics.tail import Shown, human_line, json_line, tail_events, unreadable_line
     from analytics.view import EventFilter
-    from gpu_recovery.wiring import projection_config
+    from gpu_recovery.apps import projection_config
 
     settings = settings_from(args)
     if args.since:

@@ -17,7 +17,6 @@ from botocore.client import BaseClient
 
 from consumers.adapters.dynamodb import create_tables
 from gpu_recovery.cli import main
-from gpu_recovery.commands import replay as replay_command
 from gpu_recovery.settings import load_settings
 from tests.replay.histories import ALPHA, INCIDENT, incident_story, put_records, write_jsonl
 
@@ -146,12 +145,3 @@ def test_replay_and_audit_from_the_stream_make_no_acting_call(
     assert sorted(c for c in api_calls if c.split(".")[0] in ACTING_SERVICES) == []
     # AND the stream replay folded the whole story
     assert json.loads((tmp_path / "o.json").read_text())["ecs_job"][0]["job_id"] == ALPHA
-
-
-def test_the_names_replay_mirrors_agree_with_wiring() -> None:
-    # replay cannot import gpu_recovery.wiring (it builds the actuators), so it mirrors two things:
-    wiring = pytest.importorskip("gpu_recovery.wiring")
-    assert (replay_command.PROJECTOR_APP, replay_command.RECOVERY_APP) == (wiring.PROJECTOR_APP, wiring.RECOVERY_APP)
-    for overrides in ({}, {"job_id_source": "startedBy", "gpu_task_families": ["a", "b"], "ttl_days": 3}):
-        settings = load_settings(**overrides)
-        assert replay_command.projection_config(settings) == wiring.projection_config(settings)

@@ -12,8 +12,8 @@ from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore,
 from consumers.core.ports import StreamRecord
 from consumers.core.projection import JOB, NODE, TASK, ProjectionConfig, ProjectionState
 from consumers.projector import Projector
+from gpu_recovery.apps import PROJECTOR_APP
 from gpu_recovery.cli import main
-from gpu_recovery.commands.replay import PROJECTOR_APP
 from gpu_recovery.settings import load_settings
 from replay.leases import check_consumers
 from replay.verify import diff_values, verify
