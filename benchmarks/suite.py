@@ -1,0 +1,153 @@
+"""The whole suite: which benchmarks, at which sizes, and the one JSON object they make together."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from benchmarks.stats import Figure, progress, unmeasured
+
+GROUPS = ("core", "projector", "replay", "recovery", "cli")
+KEYS: dict[str, tuple[str, ...]] = {
+    "core": ("core.events_per_s", "core.ratio_vs_json_loads"),
+    "projector": ("projector.events_per_s", "projector.ratio_vs_naive", "projector.ddb_requests_per_event"),
+    "replay": ("replay.ratio_vs_bare_read", "replay.peak_rss_mb"),
+    "recovery": ("recovery.decision_latency_ms.p50", "recovery.decision_latency_ms.p99",
+                 "recovery.incident_overhead_s"),
+    "cli": ("cli.startup_s",),
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    mode: str
+    core_records: int
+    core_runs: int
+    projector_tasks: int
+    projector_nodes: int
+    projector_batches: int
+    projector_runs: int
+    replay_sizes: tuple[int, int]
+    replay_runs: int
+    stream_events: int
+    stream_runs: int
+    recovery_rounds: int
+    recovery_scenarios: tuple[str, ...]
+    cli_runs: int
+    groups: tuple[str, ...] = GROUPS
+    server: str = "process"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def full() -> Sizes:
+        return Sizes("full", core_records=100_000, core_runs=5, projector_tasks=40, projector_nodes=10,
+                     projector_batches=2, projector_runs=3, replay_sizes=(100_000, 1_000_000), replay_runs=3,
+                     stream_events=20_000, stream_runs=3, recovery_rounds=3,
+                     recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=20)
+
+    @staticmethod
+    def quick() -> Sizes:
+        """Under two minutes on 2 cores: smaller sizes, fewer runs (the JSON inputs say which)."""
+        return Sizes("quick", core_records=20_000, core_runs=3, projector_tasks=20, projector_nodes=5,
+                     projector_batches=1, projector_runs=2, replay_sizes=(20_000, 100_000), replay_runs=1,
+                     stream_events=5_000, stream_runs=1, recovery_rounds=1,
+                     recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=5)
+
+    @staticmethod
+    def tiny() -> Sizes:
+        """For the smoke test: every benchmark once, at sizes that prove the shapes, not the speed."""
+        return Sizes("tiny", core_records=300, core_runs=2, projector_tasks=2, projector_nodes=1,
+                     projector_batches=1, projector_runs=2, replay_sizes=(200, 400), replay_runs=1,
+                     stream_events=100, stream_runs=1, recovery_rounds=1, recovery_scenarios=("02-xid48-reboot",),
+                     cli_runs=2)
+
+    def only(self, groups: tuple[str, ...]) -> Sizes:
+        return replace(self, groups=groups)
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures came from: cores, memory, CPU model, Python, and how busy the machine was."""
+    cpu = "unknown"
+    memory_gib: float | None = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+        with open("/proc/meminfo", encoding="utf-8") as info:
+            kib = next(int(line.split()[1]) for line in info if line.startswith("MemTotal"))
+            memory_gib = round(kib / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    return {
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": memory_gib, "cpu_model": cpu, "python": sys.version.split()[0],
+        "platform": platform.platform(), "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _guarded(keys: tuple[str, ...], bench: Callable[[], dict[str, Figure]]) -> dict[str, Figure]:
+    try:
+        return bench()
+    except Exception as exc:  # one broken benchmark must not hide the other figures
+        progress(f"FAILED: {', '.join(keys)}: {exc!r}")
+        return unmeasured(keys, exc)
+
+
+def run_suite(sizes: Sizes) -> dict[str, Any]:
+    """Run the chosen groups; one JSON-ready object: every figure by key, the machine, the sizes."""
+    started = time.perf_counter()
+    out: dict[str, Any] = {"suite": "gpu-recovery benchmarks", "mode": sizes.mode,
+                           "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
+    figures: dict[str, Figure] = {}
+    if "core" in sizes.groups:
+        from benchmarks.core_bench import bench_core
+
+        figures |= _guarded(KEYS["core"], lambda: bench_core(sizes.core_records, sizes.core_runs))
+    if "cli" in sizes.groups:
+        from benchmarks.cli_bench import bench_cli
+
+        figures |= _guarded(KEYS["cli"], lambda: bench_cli(sizes.cli_runs))
+    if "projector" in sizes.groups or "replay" in sizes.groups:
+        figures |= _with_server(sizes)
+    if "replay" in sizes.groups:
+        from benchmarks.replay_figures import bench_replay_memory
+
+        figures |= _guarded(("replay.peak_rss_mb",), lambda: bench_replay_memory(sizes.replay_sizes, sizes.replay_runs))
+    if "recovery" in sizes.groups:
+        from benchmarks.recovery_bench import bench_recovery
+
+        figures |= _guarded(KEYS["recovery"], lambda: bench_recovery(sizes.recovery_rounds, sizes.recovery_scenarios,
+                                                                     sizes.server))
+    for group in sizes.groups:
+        for key in KEYS[group]:
+            figures.setdefault(key, {"value": None, "met": None, "error": "not measured"})
+    out |= {key: figures[key] for group in GROUPS if group in sizes.groups for key in KEYS[group]}
+    out["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def _with_server(sizes: Sizes) -> dict[str, Figure]:
+    """The benchmarks that share one embedded AWS: the projector pair and stream replay."""
+    from benchmarks.server import embedded_aws
+
+    figures: dict[str, Figure] = {}
+    progress(f"starting the embedded AWS ({sizes.server})")
+    with embedded_aws(sizes.server) as endpoint:
+        if "projector" in sizes.groups:
+            from benchmarks.projector_bench import bench_projector
+
+            figures |= _guarded(KEYS["projector"], lambda: bench_projector(
+                endpoint, batches=sizes.projector_batches, runs=sizes.projector_runs, tasks=sizes.projector_tasks,
+                nodes=sizes.projector_nodes, server=sizes.server))
+        if "replay" in sizes.groups:
+            from benchmarks.replay_figures import bench_replay_stream
+
+            figures |= _guarded(("replay.ratio_vs_bare_read",), lambda: bench_replay_stream(
+                endpoint, sizes.stream_events, sizes.stream_runs))
+    return figures
