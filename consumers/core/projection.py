@@ -261,25 +261,41 @@ def _derive_job(job: Item, config: ProjectionConfig) -> Item:
     if recovery is not None:
         state = _merge_job_state(derived, derived_at, last_failure_at, recovery)
     job["state"] = state
-    members = current or job["tasks"]
+    tasks: dict[str, Item] = job["tasks"]
+    members = current or tasks
     if members:
-        latest = max(members.items(), key=lambda kv: (kv[1]["created_at"], kv[0]))[1]
+        latest = max(members.items(), key=_created_order)[1]
         job["task_definition_arn"] = latest["task_definition_arn"]
-    job["is_gpu"] = any(t["is_gpu"] for t in job["tasks"].values())
+    # One loop each over the job's tasks and its current generation: the fold runs this for every
+    # task event, and a job keeps the tasks of all its generations.
+    is_gpu, updated_at = False, recovery["at"] if recovery else None
+    for task in tasks.values():
+        is_gpu = is_gpu or bool(task["is_gpu"])
+        if updated_at is None or task["at"] > updated_at:
+            updated_at = task["at"]
+    running, failed = 0, []
+    for arn, task in current.items():
+        running += task["last_status"] == "RUNNING"
+        if _failed(task):
+            failed.append(arn)
+    job["is_gpu"] = is_gpu
     job["task_count"] = len(current)
-    job["running_count"] = sum(1 for t in current.values() if t["last_status"] == "RUNNING")
-    job["failed_task_arns"] = sorted(arn for arn, t in current.items() if _failed(t))
+    job["running_count"] = running
+    job["failed_task_arns"] = sorted(failed)
     job["restart_count"] = recovery["restart_count"] if recovery else 0
     job["incident_id"] = recovery["incident_id"] if recovery else None
     job["state_reason"] = recovery["reason"] if recovery and state == recovery["state"] else ""
-    times = [t["at"] for t in job["tasks"].values()] + ([recovery["at"]] if recovery else [])
-    job["updated_at"] = max(times) if times else None
+    job["updated_at"] = updated_at
     job["expires_at"] = (
-        epoch_seconds(parse_iso(job["updated_at"]) + timedelta(days=config.ttl_days))
-        if state in TERMINAL_JOB_STATES and job["updated_at"]
+        epoch_seconds(parse_iso(updated_at) + timedelta(days=config.ttl_days))
+        if state in TERMINAL_JOB_STATES and updated_at
         else None
     )
     return job
+
+
+def _created_order(entry: tuple[str, Item]) -> tuple[str, str]:
+    return entry[1]["created_at"], entry[0]
 
 
 def _current_generation(job: Item) -> dict[str, Item]:
@@ -299,17 +315,29 @@ def _state_from_tasks(tasks: dict[str, Item]) -> tuple[str, str, str]:
     """The job state ECS alone implies, when it became so, and the last failure time."""
     if not tasks:
         return "PENDING", "", ""
-    at = max(t["at"] for t in tasks.values())
-    failures = [t["at"] for t in tasks.values() if _failed(t)]
-    if failures:
-        return "INTERRUPTED", at, max(failures)
-    stopped = [t for t in tasks.values() if t["last_status"] == "STOPPED"]
-    if len(stopped) < len(tasks):
-        running = all(t["last_status"] == "RUNNING" for t in tasks.values() if t["last_status"] != "STOPPED")
-        return ("RUNNING" if running else "PENDING"), at, ""
-    if any(t["stop_code"] == "UserInitiated" and not t["recovery_stop"] for t in stopped):
+    at = last_failure_at = ""
+    failed = user_stopped = False
+    stopped = 0
+    live_all_running = stops_all_ours = True
+    for t in tasks.values():  # one loop: the fold runs this for every task event
+        if t["at"] > at:
+            at = t["at"]
+        if _failed(t):
+            failed = True
+            last_failure_at = max(last_failure_at, t["at"])
+        if t["last_status"] == "STOPPED":
+            stopped += 1
+            user_stopped = user_stopped or (t["stop_code"] == "UserInitiated" and not t["recovery_stop"])
+            stops_all_ours = stops_all_ours and bool(t["recovery_stop"])
+        elif t["last_status"] != "RUNNING":
+            live_all_running = False
+    if failed:
+        return "INTERRUPTED", at, last_failure_at
+    if stopped < len(tasks):
+        return ("RUNNING" if live_all_running else "PENDING"), at, ""
+    if user_stopped:
         return "STOPPED_BY_USER", at, ""
-    if all(t["recovery_stop"] for t in stopped):
+    if stops_all_ours:
         return "INTERRUPTED", at, ""
     return "COMPLETED", at, ""
 
