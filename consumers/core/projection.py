@@ -262,22 +262,25 @@ def _derive_job(job: Item, config: ProjectionConfig) -> Item:
         state = _merge_job_state(derived, derived_at, last_failure_at, recovery)
     job["state"] = state
     tasks: dict[str, Item] = job["tasks"]
-    members = current or tasks
-    if members:
-        latest = max(members.items(), key=_created_order)[1]
-        job["task_definition_arn"] = latest["task_definition_arn"]
     # One loop each over the job's tasks and its current generation: the fold runs this for every
     # task event, and a job keeps the tasks of all its generations.
     is_gpu, updated_at = False, recovery["at"] if recovery else None
-    for task in tasks.values():
+    newest: tuple[str, str] | None = None  # (created_at, arn) of the latest task of any generation
+    for arn, task in tasks.items():
         is_gpu = is_gpu or bool(task["is_gpu"])
         if updated_at is None or task["at"] > updated_at:
             updated_at = task["at"]
+        if not current and (newest is None or (task["created_at"], arn) > newest):
+            newest = (task["created_at"], arn)
     running, failed = 0, []
     for arn, task in current.items():
         running += task["last_status"] == "RUNNING"
         if _failed(task):
             failed.append(arn)
+        if newest is None or (task["created_at"], arn) > newest:
+            newest = (task["created_at"], arn)
+    if newest is not None:  # the latest task of the current generation, else of any
+        job["task_definition_arn"] = tasks[newest[1]]["task_definition_arn"]
     job["is_gpu"] = is_gpu
     job["task_count"] = len(current)
     job["running_count"] = running
@@ -292,10 +295,6 @@ def _derive_job(job: Item, config: ProjectionConfig) -> Item:
         else None
     )
     return job
-
-
-def _created_order(entry: tuple[str, Item]) -> tuple[str, str]:
-    return entry[1]["created_at"], entry[0]
 
 
 def _current_generation(job: Item) -> dict[str, Item]:
