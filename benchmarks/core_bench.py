@@ -1,9 +1,10 @@
 """The pure core in one process: decode + validate + fold, versus ``json.loads`` alone on the same bytes.
 
-The records are the replay benchmark's synthetic history (``replay_bench.History``): ECS task,
-container-instance and health events as EventBridge delivers them, and our own envelopes (health
-reports, some still v1 and upcast on read, node and job states, decisions, outcomes), about 1% of
-them of a type this code does not know (parked, as the projector does). Bytes as they sit in the stream.
+The records are a GPU cluster's live stream as ``benchmarks.records.fleet_stream`` makes it with the
+fleet simulator (``local.fleet``): task and container-instance events exactly as the simulator emits
+them and the local EventBridge puts them (compact JSON), jobs of 8 ranks launching, completing, failing
+and restarting, and our own envelopes where recovery acts (job and node states, decisions, outcomes,
+health reports): bytes as they sit in the stream.
 
 Both sides are single-threaded and CPU-bound, so they are timed in CPU seconds of this process
 (steady on a shared machine); wall seconds are reported beside them.
@@ -13,14 +14,27 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from typing import Any
 
+from benchmarks.records import fleet_stream
 from benchmarks.stats import Figure, Target, baseline, figure, pair_ratios, progress, rounded, timed
 
 TARGET_RATIO = Target(">=", 0.25)
+FLEET = {"nodes": 64, "ranks": 8}
+
+
+def _mix(records: list[bytes]) -> dict[str, int]:
+    """How many records of each kind the stream holds."""
+    kinds: Counter[str] = Counter()
+    for record in records:
+        raw = json.loads(record)
+        kinds[str(raw.get("detail-type") or raw.get("type"))] += 1
+    return dict(kinds.most_common())
 
 
 def history_records(n_records: int, n_nodes: int = 2000, n_jobs: int = 500) -> list[bytes]:
+    """The replay benchmark's synthetic history instead (a replay's mix: 40% our own events)."""
     from benchmarks.replay_bench import History
 
     return [json.dumps(event, separators=(",", ":")).encode() for event in History(n_nodes, n_jobs).events(n_records)]
@@ -49,7 +63,7 @@ def decode_and_fold(records: list[bytes]) -> Any:
 
 def bench_core(n_records: int = 20_000, runs: int = 5) -> dict[str, Figure]:
     """``core.events_per_s`` and ``core.ratio_vs_json_loads``, pair by pair over ``runs`` runs."""
-    records = history_records(n_records)
+    records = fleet_stream(n_records, nodes=FLEET["nodes"], ranks=FLEET["ranks"])
     decode_and_fold(records[:2000])  # import and warm the pydantic validators before timing
     fold_cpu: list[float] = []
     fold_wall: list[float] = []
@@ -69,8 +83,8 @@ def bench_core(n_records: int = 20_000, runs: int = 5) -> dict[str, Figure]:
                 fold_wall.append(wall)
                 fold_cpu.append(cpu)
     inputs = {
-        "records": n_records, "bytes": sum(len(r) for r in records), "source": "benchmarks.replay_bench.History",
-        "fleet": {"nodes": 2000, "jobs": 500}, "runs": runs, "timer": "process CPU seconds",
+        "records": n_records, "bytes": sum(len(r) for r in records), "source": "benchmarks.records.fleet_stream",
+        "fleet": FLEET, "mix": _mix(records), "runs": runs, "timer": "process CPU seconds",
     }
     json_rate = [n_records / s for s in json_cpu]
     fold_rate = [n_records / s for s in fold_cpu]
