@@ -255,29 +255,21 @@ def _new_job(task: Item) -> Item:
 
 def _derive_job(job: Item, config: ProjectionConfig) -> Item:
     current = _current_generation(job)
-    derived, derived_at, last_failure_at = _state_from_tasks(current)
+    derived, derived_at, last_failure_at, running, failed, newest = _summarize(current)
     recovery = job.get("recovery")
     state = derived
     if recovery is not None:
         state = _merge_job_state(derived, derived_at, last_failure_at, recovery)
     job["state"] = state
     tasks: dict[str, Item] = job["tasks"]
-    # One loop each over the job's tasks and its current generation: the fold runs this for every
-    # task event, and a job keeps the tasks of all its generations.
+    # One loop over the job's tasks (and one over its current generation, in _summarize): the fold
+    # runs this for every task event, and a job keeps the tasks of all its generations.
     is_gpu, updated_at = False, recovery["at"] if recovery else None
-    newest: tuple[str, str] | None = None  # (created_at, arn) of the latest task of any generation
     for arn, task in tasks.items():
         is_gpu = is_gpu or bool(task["is_gpu"])
         if updated_at is None or task["at"] > updated_at:
             updated_at = task["at"]
         if not current and (newest is None or (task["created_at"], arn) > newest):
-            newest = (task["created_at"], arn)
-    running, failed = 0, []
-    for arn, task in current.items():
-        running += task["last_status"] == "RUNNING"
-        if _failed(task):
-            failed.append(arn)
-        if newest is None or (task["created_at"], arn) > newest:
             newest = (task["created_at"], arn)
     if newest is not None:  # the latest task of the current generation, else of any
         job["task_definition_arn"] = tasks[newest[1]]["task_definition_arn"]
@@ -310,35 +302,44 @@ def _failed(task: Item) -> bool:
     return bool(task["failed"])
 
 
-def _state_from_tasks(tasks: dict[str, Item]) -> tuple[str, str, str]:
-    """The job state ECS alone implies, when it became so, and the last failure time."""
-    if not tasks:
-        return "PENDING", "", ""
+Summary = tuple[str, str, str, int, list[str], tuple[str, str] | None]
+
+
+def _summarize(tasks: dict[str, Item]) -> Summary:
+    """In one loop over a generation's tasks: the job state ECS alone implies, when it became so, the
+    last failure time, how many run, which failed, and the (created_at, arn) of the newest."""
     at = last_failure_at = ""
-    failed = user_stopped = False
+    running, failed, newest = 0, [], None
+    user_stopped = False
     stopped = 0
     live_all_running = stops_all_ours = True
-    for t in tasks.values():  # one loop: the fold runs this for every task event
+    for arn, t in tasks.items():
         if t["at"] > at:
             at = t["at"]
+        if newest is None or (t["created_at"], arn) > newest:
+            newest = (t["created_at"], arn)
         if _failed(t):
-            failed = True
+            failed.append(arn)
             last_failure_at = max(last_failure_at, t["at"])
         if t["last_status"] == "STOPPED":
             stopped += 1
             user_stopped = user_stopped or (t["stop_code"] == "UserInitiated" and not t["recovery_stop"])
             stops_all_ours = stops_all_ours and bool(t["recovery_stop"])
-        elif t["last_status"] != "RUNNING":
+        elif t["last_status"] == "RUNNING":
+            running += 1
+        else:
             live_all_running = False
-    if failed:
-        return "INTERRUPTED", at, last_failure_at
-    if stopped < len(tasks):
-        return ("RUNNING" if live_all_running else "PENDING"), at, ""
-    if user_stopped:
-        return "STOPPED_BY_USER", at, ""
-    if stops_all_ours:
-        return "INTERRUPTED", at, ""
-    return "COMPLETED", at, ""
+    if not tasks:
+        state = "PENDING"
+    elif failed:
+        state = "INTERRUPTED"
+    elif stopped < len(tasks):
+        state = "RUNNING" if live_all_running else "PENDING"
+    elif user_stopped:
+        state = "STOPPED_BY_USER"
+    else:
+        state = "INTERRUPTED" if stops_all_ours else "COMPLETED"
+    return state, at, last_failure_at if failed else "", running, failed, newest
 
 
 def _merge_job_state(derived: str, derived_at: str, last_failure_at: str, recovery: Item) -> str:
