@@ -77,17 +77,10 @@ class Worker:
         return self.process.pid
 
 
-# moto's server without werkzeug's line per request (the KCL alone makes several per second).
-_MOTO_MAIN = (
-    "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.ERROR); "
-    "from moto.server import main; main(sys.argv[1:])"
-)
-
-
 @dataclass
 class MotoProcess:
-    """moto's server in a process of its own: with several workers writing, an in-process server would
-    share one interpreter lock with the caller."""
+    """moto's server in a process of its own, one request at a time (``local.moto_server``): atomic
+    conditional writes, and no interpreter lock shared with the caller."""
 
     log_path: Path
     startup_timeout: float = 60.0
@@ -104,7 +97,7 @@ class MotoProcess:
         self.port = self.port or free_port()
         with open(self.log_path, "ab") as log_file:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _MOTO_MAIN, "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + self.startup_timeout
@@ -125,11 +118,13 @@ class MotoProcess:
 
 @dataclass
 class LocalStack:
-    """Both servers, provisioned; ``moto_in_process=False`` runs moto in a process of its own."""
+    """Both servers, provisioned. moto runs in a process of its own that serves one request at a time, so
+    that concurrent workers' conditional writes stay atomic; ``moto_in_process=True`` uses the embedded
+    (threaded, in-process) server instead, fine for one writer."""
 
     settings: Settings
     work_dir: Path
-    moto_in_process: bool = True
+    moto_in_process: bool = False
     # kinesis-mock keeps every record in its heap: 20,000 records of 1 KB need more than 256 MB.
     kinesis_node_args: tuple[str, ...] = ("--max-old-space-size=1024",)
     workers: list[Worker] = field(default_factory=list)

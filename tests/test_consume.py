@@ -118,3 +118,30 @@ def test_sigterm_is_forwarded_and_the_child_exit_code_returned() -> None:
 def test_a_child_killed_by_a_signal_exits_128_plus_the_signal() -> None:
     child = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
     assert consume.run_forwarding_signals(child, dict(os.environ)) == 128 + signal.SIGKILL
+
+
+@pytest.mark.usefixtures("aws")
+def test_local_engine_projects_until_sigterm() -> None:
+    # GIVEN the stream and tables on moto, with one task event on the stream
+    import json
+
+    from consumers.adapters.dynamodb import DynamoProjectionStore
+    from gpu_recovery.aws import AwsClients
+    from local.provision import provision
+    from tests.factories import task_event
+
+    settings = load_settings(stream_shards=1)
+    clients = AwsClients(settings)
+    provision(clients)
+    event = task_event(1, version=3)
+    clients.client("kinesis").put_record(StreamName=settings.stream_name, Data=json.dumps(event).encode(),
+                                         PartitionKey="node")
+    # WHEN the local engine runs until SIGTERM
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    code = consume.run_local(settings, "projector", poll_interval=0.1)
+    timer.join()
+    # THEN it exits 0 having projected the task
+    assert code == 0
+    store = DynamoProjectionStore(clients.client("dynamodb"), settings.projection_tables())
+    assert [(t["task_arn"], t["version"]) for t in store.scan_table("ecs_task")] == [(event["detail"]["taskArn"], 3)]

@@ -194,12 +194,17 @@ def run_local(settings: Settings, consumer: str, *, poll_interval: float) -> int
     from gpu_recovery.wiring import local_reader
 
     clients = AwsClients(settings)
-    reader = local_reader(clients, application_name(consumer), build_handler(consumer, clients))
+    batch_handler = build_handler(consumer, clients)
+    reader = local_reader(clients, application_name(consumer), batch_handler)
+    # The recovery notices expired deadlines while the stream is quiet (the daemon's empty batches).
+    on_idle = getattr(batch_handler, "on_idle", None)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not stop.is_set():
             if reader.poll() == 0:
+                if on_idle is not None:
+                    on_idle()
                 stop.wait(poll_interval)
     finally:
         reader.shutdown()

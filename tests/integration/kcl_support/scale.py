@@ -250,11 +250,13 @@ class Feeder:
 
 @dataclass
 class StreamTips:
-    """Each shard's last sequence number, read incrementally (after the last one seen)."""
+    """Each shard's last sequence number, read incrementally (after the last one seen); every record read
+    is kept in ``seen`` as (shard, sequence number, data)."""
 
     kinesis: Any
     stream: str
     tips: dict[str, str] = field(default_factory=dict)
+    seen: list[tuple[str, int, bytes]] = field(default_factory=list)
 
     def refresh(self) -> dict[str, int]:
         for shard in self.kinesis.list_shards(StreamName=self.stream)["Shards"]:
@@ -271,6 +273,7 @@ class StreamTips:
                 if not response["Records"]:
                     break
                 self.tips[shard_id] = response["Records"][-1]["SequenceNumber"]
+                self.seen.extend((shard_id, int(r["SequenceNumber"]), bytes(r["Data"])) for r in response["Records"])
                 iterator = response.get("NextShardIterator")
         return {shard: int(seq) for shard, seq in self.tips.items()}
 
