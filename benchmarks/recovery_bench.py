@@ -107,21 +107,44 @@ class Timeline:
         return external, deadline, untraced
 
 
+STEP_KINDS = ("polls_with_records", "empty_polls", "idle_ticks")
+
+
 @dataclass
 class Overhead:
-    """Wall time inside the consumers between the fault and the job running again (scenario 2)."""
+    """Wall time inside the consumers between the fault and the job running again (scenario 2), by kind
+    of step: stream polls that delivered records, polls that found none, the recovery's idle ticks."""
 
-    consumer_s: float = 0.0
+    parts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STEP_KINDS, 0.0))
     fault_at: float | None = None
-    fault_consumer_s: float = 0.0
     recovered_at: float | None = None
-    recovered_consumer_s: float = 0.0
+    _step_started: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.fault_at is not None and self.recovered_at is None
+
+    def begin_step(self) -> None:
+        self._step_started = time.perf_counter()
+
+    def end_step(self, kind: str) -> None:
+        if self.active and self._step_started is not None:
+            self.parts[kind] += time.perf_counter() - self._step_started
+        self._step_started = None
+
+    def fault(self) -> None:
+        if self.fault_at is None:
+            self.fault_at = time.perf_counter()
+
+    def recovered(self) -> None:
+        """Called inside the recovery's poll that records the job RUNNING: that poll counts up to here."""
+        if self.active:
+            self.end_step("polls_with_records")
+            self.recovered_at = time.perf_counter()
 
     @property
     def seconds(self) -> float | None:
-        if self.fault_at is None or self.recovered_at is None:
-            return None
-        return self.recovered_consumer_s - self.fault_consumer_s
+        return sum(self.parts.values()) if self.recovered_at is not None else None
 
     @property
     def window_s(self) -> float | None:
@@ -136,11 +159,13 @@ class _TimedPoll:
         self._overhead = overhead
 
     def poll(self) -> int:
-        started = time.perf_counter()
+        self._overhead.begin_step()
+        delivered = 0
         try:
-            return int(self._inner.poll())
+            delivered = int(self._inner.poll())
+            return delivered
         finally:
-            self._overhead.consumer_s += time.perf_counter() - started
+            self._overhead.end_step("polls_with_records" if delivered else "empty_polls")
 
 
 def _measured_run_class() -> type[Any]:
@@ -156,24 +181,22 @@ def _measured_run_class() -> type[Any]:
             self.projector_reader = cast("LocalReader", _TimedPoll(self.projector_reader, self.overhead))
 
         def _guard(self, step: Callable[[], int | None]) -> int:  # the recovery's polls and idle ticks
-            started = time.perf_counter()
+            self.overhead.begin_step()
+            moved = 0
             try:
-                return int(super()._guard(step))
+                moved = int(super()._guard(step))
+                return moved
             finally:
-                self.overhead.consumer_s += time.perf_counter() - started
+                idle = step == self.recovery.on_idle
+                self.overhead.end_step("idle_ticks" if idle else "polls_with_records" if moved else "empty_polls")
 
         def _inject(self, fault: Any) -> None:
-            if self.overhead.fault_at is None:
-                self.overhead.fault_at = time.perf_counter()
-                self.overhead.fault_consumer_s = self.overhead.consumer_s
+            self.overhead.fault()
             super()._inject(fault)
 
         def _narrate(self, envelope: Any) -> None:
-            data = envelope.data
-            if (envelope.type == "JobStateChanged" and data.get("state") == "RUNNING"
-                    and self.overhead.fault_at is not None and self.overhead.recovered_at is None):
-                self.overhead.recovered_at = time.perf_counter()
-                self.overhead.recovered_consumer_s = self.overhead.consumer_s
+            if envelope.type == "JobStateChanged" and envelope.data.get("state") == "RUNNING":
+                self.overhead.recovered()
             super()._narrate(envelope)
 
     return MeasuredRun
@@ -190,6 +213,7 @@ class ScenarioSample:
     untraced: int
     overhead_s: float | None
     overhead_window_s: float | None
+    overhead_parts: dict[str, float]
 
 
 def run_scenario(name: str, server: str = "process") -> ScenarioSample:
@@ -216,7 +240,7 @@ def run_scenario(name: str, server: str = "process") -> ScenarioSample:
         wall = time.perf_counter() - started
     external, deadline, untraced = timeline.latencies()
     return ScenarioSample(name, result.ok, wall, result.virtual_seconds, external, deadline, untraced,
-                          overhead.seconds, overhead.window_s)
+                          overhead.seconds, overhead.window_s, dict(overhead.parts))
 
 
 def bench_recovery(rounds: int = 2, scenarios: tuple[str, ...] = LATENCY_SCENARIOS,
@@ -265,6 +289,7 @@ def bench_recovery(rounds: int = 2, scenarios: tuple[str, ...] = LATENCY_SCENARI
             [s.overhead_s for s in overheads if s.overhead_s is not None], unit="s", target=TARGET_OVERHEAD_S,
             inputs={"scenario": OVERHEAD_SCENARIO, "runs": len(overheads),
                     "window_wall_s": [rounded(s.overhead_window_s or 0) for s in overheads],
+                    "by_step_s": [{k: rounded(v) for k, v in s.overhead_parts.items()} for s in overheads],
                     "virtual_s": overheads[0].virtual_s,
                     "what": "wall time inside the projector's and the recovery's polls and idle ticks, from the "
                     "fault to the recovery recording the job RUNNING; DCGM, the reboot and back-off are virtual"},
