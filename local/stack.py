@@ -1,10 +1,11 @@
 """The whole local stack for the KCL daemon: moto + kinesis-local, provisioned, and its workers.
 
-moto's server (in-process) serves DynamoDB, SNS, ECS, EC2... kinesis-local (kinesis-mock, a Node
-process) serves Kinesis, because the KCL daemon's Kinesis client speaks HTTP/2 only and moto does not.
-The Python side uses kinesis-local too (``GPU_RECOVERY_KINESIS_ENDPOINT_URL``), so there is one stream.
+moto's server (its own process, one request at a time) serves DynamoDB, SNS, ECS, EC2...
+kinesis-local (kinesis-mock, a Node process) serves Kinesis, because the KCL daemon's Kinesis client
+speaks HTTP/2 only and moto does not. The Python side uses kinesis-local too
+(``GPU_RECOVERY_KINESIS_ENDPOINT_URL``), so there is one stream.
 
-    with LocalStack(load_settings()) as stack:
+    with LocalStack(load_settings(), Path("/tmp/stack")) as stack:
         stack.settings   # endpoints filled in
         stack.env()      # the environment for `gpu-recovery consume ...` and any client
         stack.start_worker("projector", worker_id="projector-1")
@@ -16,6 +17,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,8 @@ def stack_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict
         "GPU_RECOVERY_REGION": settings.region,
         "GPU_RECOVERY_STREAM_NAME": settings.stream_name,
         "GPU_RECOVERY_STREAM_SHARDS": str(settings.stream_shards),
+        "GPU_RECOVERY_ACCOUNT_ID": settings.account_id,
+        "ECS_CLUSTER_NAME": settings.cluster_name,
     })
     if settings.endpoint_url:
         env["GPU_RECOVERY_ENDPOINT_URL"] = settings.endpoint_url
@@ -92,8 +96,6 @@ class MotoProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MotoProcess:
-        import time
-
         self.port = self.port or free_port()
         with open(self.log_path, "ab") as log_file:
             self._process = subprocess.Popen(
