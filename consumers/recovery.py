@@ -9,13 +9,16 @@ the idempotency ledger first, so a redelivered or restarted step resumes and nev
   deadline asks again only if the node never disconnected, i.e. the request never reached it).
 
 State (incidents, budgets, pending deadlines) is a projection of the stream, saved after each batch and
-before the checkpoint.
+before the checkpoint. Under the KCL every shard has its own processor process, but a job's ranks and the
+breaker's nodes span shards: the processors share one state, taking turns under a lock
+(``consumers.adapters.state_lock``) and catching up on each other's saves when they take it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -23,6 +26,7 @@ from consumers.adapters.actuators import IDEMPOTENT, ActionFailed, Actuator
 from consumers.adapters.ledger import Claim
 from consumers.adapters.metrics import Metrics, NullMetrics
 from consumers.adapters.recovery_store import RecoveryStore
+from consumers.adapters.state_lock import NoLock, StateLock
 from consumers.core.clocktext import iso, parse_iso
 from consumers.core.ports import ParkedRecord, ParkingLot, StreamRecord, StreamWriter
 from consumers.core.recovery.policy import OUTPUT_TYPES, Effects, Emit, RecoveryPolicy, stable_id
@@ -64,6 +68,7 @@ class RecoveryConsumer:
         dry_run: bool = False,
         fault: Callable[[str, str | None], None] = no_fault,
         metrics: Metrics | None = None,
+        lock: StateLock | None = None,
     ) -> None:
         self.policy = policy
         self._store = store
@@ -75,6 +80,8 @@ class RecoveryConsumer:
         self._dry_run = dry_run
         self._fault = fault
         self._metrics: Metrics = metrics or NullMetrics()
+        self._lock: StateLock = lock or NoLock()
+        self._stale = False
         self.state = store.load()
         self.actions = 0
         self.failed_actions = 0
@@ -83,6 +90,31 @@ class RecoveryConsumer:
     # --- the batch ------------------------------------------------------------------------------
 
     def handle_batch(self, records: Sequence[StreamRecord]) -> None:
+        with self._exclusive():
+            self._handle(records)
+
+    def on_idle(self) -> None:
+        """Called when the stream is quiet: notice deadlines, then save."""
+        with self._exclusive():
+            self.tick()
+            self._store.save(self.state)
+            self._publish()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the shared state: up to date on entry, saved by the caller; reloaded after any failure."""
+        with self._lock.held():
+            self.state = self._store.load() if self._stale else self._store.refresh(self.state)
+            self._stale = False
+            try:
+                yield
+            except BaseException:
+                # Part of the batch may have changed the state in memory only: decide again from the
+                # saved state (decisions and their keys are stable; the ledger keeps actions single).
+                self._stale = True
+                raise
+
+    def _handle(self, records: Sequence[StreamRecord]) -> None:
         parked_at = iso(self._clock())
         for record in records:
             events, malformed = decode_batch([record], self.name, parked_at)
@@ -98,12 +130,6 @@ class RecoveryConsumer:
             self._apply(effects, _event_id(event))
         self.tick()
         self._fault("before_save", None)
-        self._store.save(self.state)
-        self._publish()
-
-    def on_idle(self) -> None:
-        """Called when the stream is quiet: notice deadlines, then save."""
-        self.tick()
         self._store.save(self.state)
         self._publish()
 
@@ -165,6 +191,7 @@ class RecoveryConsumer:
             if resumed is not None:
                 self._ledger.done(key, resumed.status, resumed.detail, resumed.error)
                 return resumed
+        self._lock.confirm()  # never act on a state another process has taken over
         try:
             detail, status, error = self._actuator.execute(action, key), "succeeded", None
         except ActionFailed as exc:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +15,7 @@ from consumers.adapters.kinesis import KinesisStreamWriter
 from consumers.adapters.ledger import DynamoLedger
 from consumers.adapters.metrics import CloudWatchMetrics, Metrics, NullMetrics
 from consumers.adapters.recovery_store import DynamoRecoveryStore
+from consumers.adapters.state_lock import DynamoStateLock
 from consumers.core.recovery.config import PolicyConfig
 from consumers.core.recovery.policy import RecoveryPolicy
 from consumers.projector import Projector
@@ -103,6 +107,8 @@ def build_recovery(
     """The recovery consumer; the wrappers let the local stack observe its calls and its events."""
     settings = clients.settings
     dynamodb = clients.client("dynamodb")
+    # Every process running it (one per shard under the KCL) takes turns on the one shared state.
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     return RecoveryConsumer(
         RecoveryPolicy(policy_config(settings)),
         DynamoRecoveryStore(dynamodb, settings.recovery_table),
@@ -114,6 +120,7 @@ def build_recovery(
         dry_run=settings.dry_run,
         fault=fault,
         metrics=metrics(clients),
+        lock=DynamoStateLock(dynamodb, settings.recovery_table, owner),
     )
 
 

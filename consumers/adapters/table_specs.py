@@ -29,8 +29,9 @@ TABLE_SPECS: dict[str, TableSpec] = {
     NODE: TableSpec(NODE, KEY_ATTRIBUTE[NODE]),
     # Parked records: one partition per consumer and shard, sorted by sequence number.
     PARKED: TableSpec(PARKED, "consumer_shard", sort_key="sequence_number"),
-    # The recovery consumer's own projection (incidents, budgets, pending steps).
-    RECOVERY: TableSpec(RECOVERY, "pk", sort_key="sk"),
+    # The recovery consumer's own projection (incidents, budgets, pending steps), its lock and its
+    # change records (which expire; the entities carry no TTL attribute and never do).
+    RECOVERY: TableSpec(RECOVERY, "pk", sort_key="sk", ttl_attribute="expires_at"),
     # Idempotency ledger: one item per side effect, written conditionally before the call.
     LEDGER: TableSpec(LEDGER, "idempotency_key", ttl_attribute="expires_at"),
     # Shard checkpoints of the in-process reader (the KCL daemon keeps its own lease table).

@@ -142,6 +142,8 @@ class RecoveryState:
     deadlines: dict[str, Deadline] = field(default_factory=dict)
     dirty: set[tuple[str, str]] = field(default_factory=set)
     removed: set[tuple[str, str]] = field(default_factory=set)
+    # The store's save count this copy reflects; a save from a stale copy is refused.
+    generation: int = 0
 
     def touch(self, record: Record) -> None:
         key = (record.KIND, _key_of(record))
@@ -150,8 +152,7 @@ class RecoveryState:
 
     def table(self, kind: str) -> dict[str, Any]:
         tables: dict[str, dict[str, Any]] = {"task": self.tasks, "node": self.nodes, "job": self.jobs,
-                                             "incident": self.incidents,
-                "deadline": self.deadlines}
+                                             "incident": self.incidents, "deadline": self.deadlines}
         return tables[kind]
 
     def put(self, record: Record) -> None:
