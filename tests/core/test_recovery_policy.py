@@ -87,6 +87,85 @@ class World:
         return self.feed(self.ours(data, at(when)))
 
 
+def test_a_rank_first_seen_after_the_failure_is_stopped_once_too() -> None:
+    # GIVEN a 2-rank job of which only rank 2 (node 2) is known when it fails: rank 1's events are on
+    # another shard that is read later
+    world = World()
+    for n in (1, 2, 3):
+        world.feed(node_event(n))
+    world.feed(task_event(2, node=2, version=2))
+    world.feed(task_event(2, node=2, version=3, status="STOPPED", exit_code=1,
+                          stop_code="EssentialContainerExited", when=at(100)))
+    assert world.decisions("StopTask") == []
+    # WHEN rank 1's RUNNING event arrives, then again (redelivered), then an older one
+    world.feed(task_event(1, node=1, version=2, when=at(101)))
+    world.feed(task_event(1, node=1, version=2, when=at(101)))
+    world.feed(task_event(1, node=1, version=1, when=at(90)))
+    # THEN recovery stops it, once, as a rank of the interrupted job
+    (stop,) = world.decisions("StopTask")
+    assert stop.action.target == task_arn(1) and stop.step == "stop_siblings"
+    # AND its UserInitiated stop is known as ours: the job is not taken for stopped by a user, and the
+    # failed rank's node is the one checked
+    world.feed(task_event(1, node=1, version=3, status="STOPPED", exit_code=137, stop_code="UserInitiated",
+                          when=at(103)))
+    assert world.state.jobs["job:alpha"].state == "RECOVERING"
+    assert world.state.jobs["job:alpha"].tasks == [task_arn(2), task_arn(1)]
+    (check,) = [d for d in world.decisions("StartTask") if d.step == "health_check"]
+    assert check.action.target == node_arn(2)
+
+
+def test_a_rank_created_before_the_first_one_seen_is_still_a_rank() -> None:
+    # GIVEN rank 2 (created at 5 s) seen before rank 1 (created at 0 s): shards deliver in any order
+    world = World()
+    for n in (1, 2, 3):
+        world.feed(node_event(n))
+    world.feed(task_event(2, node=2, version=2, created=at(5)))
+    world.feed(task_event(1, node=1, version=2, created=at(0)))
+    # WHEN rank 2 fails
+    world.feed(task_event(2, node=2, version=3, status="STOPPED", exit_code=1,
+                          stop_code="EssentialContainerExited", when=at(100), created=at(5)))
+    # THEN rank 1 is part of the job: stopped, and restarted later
+    assert world.state.jobs["job:alpha"].tasks == [task_arn(2), task_arn(1)]
+    assert [d.action.target for d in world.decisions("StopTask")] == [task_arn(1)]
+
+
+def test_a_rank_of_a_replaced_generation_first_seen_after_the_restart_is_stopped() -> None:
+    # GIVEN a 2-rank job restarted after a fault, while a third rank's events had not arrived at all
+    world = World()
+    world.running_job(nodes=3)
+    world.rank_fails()
+    world.check_started()
+    world.report("application_fault", xids=[13])
+    assert len([d for d in world.decisions("StartTask") if d.step == "restart"]) == 2
+    stops_before = len(world.decisions("StopTask"))
+    # WHEN that rank, launched with the first generation, is seen still running
+    world.feed(task_event(7, node=3, version=2, when=at(500)))
+    world.feed(task_event(7, node=3, version=2, when=at(500)))
+    # THEN recovery stops it, once, and it does not join the restarted generation
+    late = world.decisions("StopTask")[stops_before:]
+    assert [d.action.target for d in late] == [task_arn(7)]
+    assert "replaced by a restart" in late[0].reason
+    assert task_arn(7) not in world.state.jobs["job:alpha"].tasks
+
+
+def test_after_giving_up_a_late_rank_is_stopped_and_a_resubmission_is_left_alone() -> None:
+    # GIVEN a job recovery gave up on (no capacity), while one of its ranks had not been seen at all
+    world = World(capacity_deadline=timedelta(minutes=30))
+    world.running_job(nodes=2)
+    world.rank_fails()
+    world.check_started()
+    world.report("hardware_fault", "quarantine", xids=[79])
+    world.expire_all(at(400) + timedelta(minutes=31))
+    assert world.state.jobs["job:alpha"].state == "FAILED"
+    stops_before = len(world.decisions("StopTask"))
+    # WHEN that rank (created before the failure) shows up running, and so does the user's resubmission
+    # of the same group (created after it)
+    world.feed(task_event(5, node=1, version=2, created=at(0), when=at(3000)))
+    world.feed(task_event(6, node=1, version=2, created=at(2900), when=at(3000)))
+    # THEN only the leftover rank is stopped
+    assert [d.action.target for d in world.decisions("StopTask")[stops_before:]] == [task_arn(5)]
+
+
 def test_failure_stops_siblings_and_checks_the_failed_ranks_node() -> None:
     world = World()
     world.running_job()

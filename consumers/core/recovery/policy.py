@@ -58,6 +58,9 @@ OUTPUT_TYPES = frozenset({
 })
 ACTIVE_JOB = frozenset({"RUNNING", "INTERRUPTED"})
 IN_RECOVERY = frozenset({"RECOVERING", "RESTARTING", "WAITING_CAPACITY"})
+# An interrupted job whose ranks of the current generation must all be down: before it is restarted, or
+# because recovery gave up on it.
+STOPPING_RANKS = frozenset({"RECOVERING", "WAITING_CAPACITY", "FAILED"})
 CHECK_CONTAINER = "healthcheck"
 RESTART_TAG = "gpu-recovery:key"
 
@@ -176,7 +179,10 @@ class RecoveryPolicy:
     def _on_job_task(self, state: RecoveryState, task: TaskRec, fx: Effects) -> None:
         assert task.job_id is not None
         job = state.jobs.get(task.job_id) or JobRec(job_id=task.job_id, generation_at=task.created_at)
-        if task.created_at >= job.generation_at and task.arn not in job.tasks:
+        # Until recovery restarts a job every task of its group is a rank, whatever order the shards
+        # deliver them in; after a restart, only the tasks it launched (created since) are.
+        member = job.restart_count == 0 or task.created_at >= job.generation_at
+        if member and task.arn not in job.tasks:
             job.tasks.append(task.arn)
         state.put(job)
         if task.status == "RUNNING" and not task.ran:
@@ -187,6 +193,14 @@ class RecoveryPolicy:
                           subject=Subject(node=task.node, task=task.arn, job=job.job_id), job_id=job.job_id)
         if task.status == "STOPPED":
             self._on_job_task_stopped(state, job, task, fx)
+        elif job.state in STOPPING_RANKS and member and task.created_at <= (job.first_failure_at or ""):
+            # Its events came after the failure (another shard, read later): it is a rank all the same.
+            # (Created after the failure, it is the user's resubmission of the group: not ours to stop.)
+            self._stop_rank(state, job, task, "rank of an interrupted job, first seen after the failure", fx)
+        elif not member:
+            # A rank of the generation recovery replaced, first seen after the restart: it would hold
+            # its GPUs (and talk to nobody) for ever.
+            self._stop_rank(state, job, task, "rank of a generation replaced by a restart, still running", fx)
         elif task.status == "RUNNING" and job.state == "RESTARTING":
             self._maybe_restarted(state, job, fx)
 
@@ -216,16 +230,20 @@ class RecoveryPolicy:
                                 restart_count=job.restart_count),
                 subject, f"{job.job_id}:{job.generation_at}:recovering")
         for sibling in self._current(state, job):
-            if sibling.status != "STOPPED" and not sibling.recovery_stop:
-                sibling.recovery_stop = True
-                state.put(sibling)
-                fx.decide(f"{job.job_id}:{job.generation_at}:stop:{sibling.arn}",
-                          Action(type="StopTask", target=sibling.arn,
-                                 params={"reason": "gpu-recovery: stopping the ranks of an interrupted job"}),
-                          step="stop_siblings", reason=f"sibling of failed rank {_short(task.arn)}",
-                          subject=Subject(node=sibling.node, job=job.job_id, task=sibling.arn), job_id=job.job_id)
+            self._stop_rank(state, job, sibling, f"sibling of failed rank {_short(task.arn)}", fx)
         self._set_deadline(state, f"{job.job_id}:{job.generation_at}:siblings", "siblings",
                            fx.now, self.config.siblings_deadline, job_id=job.job_id)
+
+    def _stop_rank(self, state: RecoveryState, job: JobRec, rank: TaskRec, reason: str, fx: Effects) -> None:
+        if rank.status == "STOPPED" or rank.recovery_stop:
+            return
+        rank.recovery_stop = True
+        state.put(rank)
+        fx.decide(f"{job.job_id}:{job.generation_at}:stop:{rank.arn}",
+                  Action(type="StopTask", target=rank.arn,
+                         params={"reason": "gpu-recovery: stopping the ranks of an interrupted job"}),
+                  step="stop_siblings", reason=reason,
+                  subject=Subject(node=rank.node, job=job.job_id, task=rank.arn), job_id=job.job_id)
 
     def _on_all_stopped(self, state: RecoveryState, job: JobRec, current: list[TaskRec], user_stopped: bool,
                         fx: Effects) -> None:
