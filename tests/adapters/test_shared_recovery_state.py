@@ -245,3 +245,57 @@ def test_processors_of_different_shards_decide_on_one_state(table: Any) -> None:
     job = DynamoRecoveryStore(table, TABLE).load().jobs["job:alpha"]
     assert job.state != "STOPPED_BY_USER" and job.incident_id is not None
     assert len(calls.calls) == len({key for _, _, key in calls.calls}), "no action twice"
+
+
+# --- any split and interleaving of the shards stops every rank once ------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _job_history() -> dict[int, list[dict[str, Any]]]:
+    """Per node: its node event and its rank's life; rank 0 (node 0) fails, the others keep running."""
+    history = {}
+    for n in range(4):
+        events = [node_event(n), task_event(n, node=n, version=2, when=at(2))]
+        if n == 0:
+            events.append(task_event(0, node=0, version=3, status="STOPPED", exit_code=1,
+                                     stop_code="EssentialContainerExited", when=at(100)))
+        history[n] = events
+    history[4] = [node_event(4)]  # the spare
+    return history
+
+
+def _run(shard_of: dict[int, int], order: list[int], batch: int) -> list[tuple[str, str, str]]:
+    calls, ledger, store = CallLog(), InMemoryLedger(), InMemoryRecoveryStore()
+    shards = sorted(set(shard_of.values()))
+    consumers = {s: RecoveryConsumer(RecoveryPolicy(PolicyConfig(restart_backoff=timedelta(0))), store,
+                                     InMemoryStreamWriter(), calls, ledger, InMemoryParkingLot(), clock=lambda: at(100))
+                 for s in shards}
+    queues: dict[int, list[dict[str, Any]]] = {s: [] for s in shards}
+    for node, events in _job_history().items():
+        queues[shard_of[node]].extend(events)  # a node's events stay in order on its shard
+    seq = 0
+    turns = [(s, batch) for s in order if s in queues] + [(s, len(queues[s])) for s in shards]
+    for s, size in turns:  # some turns of a few records, then the rest shard by shard
+        taken, queues[s] = queues[s][:size], queues[s][size:]
+        consumers[s].handle_batch(_records(f"shard-{s}", taken, seq))
+        seq += len(taken)
+    return calls.calls
+
+
+@settings(max_examples=60, deadline=None)
+@given(shard_of=st.fixed_dictionaries({n: st.integers(0, 2) for n in range(5)}),
+       order=st.lists(st.integers(0, 2), max_size=12), batch=st.integers(1, 3))
+def test_any_split_over_shards_stops_every_other_rank_exactly_once(
+    shard_of: dict[int, int], order: list[int], batch: int
+) -> None:
+    # GIVEN a 4-rank job whose rank 0 fails, its nodes spread over up to 3 shards, each shard with its own
+    # processor (sharing one state), read in any interleaving and batch size
+    calls = _run(shard_of, order, batch)
+    # THEN ranks 1-3 are stopped exactly once each whether they were known before the failure or seen
+    # after it, every task's tags are read once, and no call is made twice
+    assert sorted(target for kind, target, _ in calls if kind == "StopTask") == [task_arn(n) for n in (1, 2, 3)]
+    assert sorted(target for kind, target, _ in calls if kind == "ListTagsForResource") == [
+        task_arn(n) for n in range(4)]
+    assert len({key for _, _, key in calls}) == len(calls)
