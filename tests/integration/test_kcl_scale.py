@@ -306,13 +306,17 @@ def _assert_actions_exactly_once(events: list[StreamEvent], dynamodb: Any, setti
     }
     # A job's ranks run on different nodes, so on different shards, so in different processor processes:
     # the rank that failed is seen by one, its siblings' state was written by the others.
-    missing = siblings - set(by_type["StopTask"])
-    state = DynamoRecoveryStore(dynamodb, settings.recovery_table).load() if missing else None
+    missing = sorted(siblings - set(by_type["StopTask"]))
     assert sorted(by_type["StopTask"]) == sorted(siblings), (
         "every other rank of a failed job is stopped once; not stopped, as the recovery knows them: "
-        + "; ".join(f"{state.tasks.get(arn)} in {state.jobs.get(str(getattr(state.tasks.get(arn), 'job_id', '')))}"
-                    for arn in sorted(missing) if state is not None)
+        + _as_recovery_knows(DynamoRecoveryStore(dynamodb, settings.recovery_table), missing)
     )
+
+
+def _as_recovery_knows(store: Any, task_arns: list[str]) -> str:
+    state = store.load()
+    tasks = [state.tasks.get(arn) for arn in task_arns]
+    return "; ".join(f"{task} in {state.jobs.get(task.job_id) if task and task.job_id else None}" for task in tasks)
 
 
 def _figures(*, records: int, projectors: list[Worker], recovery: Worker, victim: Worker, survivor: Worker,
