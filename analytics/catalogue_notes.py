@@ -18,6 +18,7 @@ WRITTEN_BY = {
     "DeadlineExpired": "the recovery consumer, when a deadline it set passes",
     "NotificationSent": "the recovery consumer, after publishing to the SNS topic",
     "RecordParked": "any consumer, when it parks a record it cannot read",
+    "GpuHealthSignal": "the node watcher (`gpu-recovery healthcheck --watch`) on a GPU node",
 }
 
 # Meanings shared by every model that has a field of this name.

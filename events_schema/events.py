@@ -21,8 +21,13 @@ JobState = Literal[
     "RUNNING", "INTERRUPTED", "RECOVERING", "RESTARTING", "WAITING_CAPACITY", "COMPLETED", "FAILED",
     "STOPPED_BY_USER",
 ]
-Verdict = Literal["healthy", "application_fault", "hardware_fault", "inconclusive"]
-RepairAction = Literal["none", "reboot", "quarantine"]
+Verdict = Literal["healthy", "application_fault", "hardware_fault", "misconfigured", "inconclusive"]
+# "reconfigure": a configuration fault (DCGM severity CONFIG); a reboot would not change it.
+RepairAction = Literal["none", "reboot", "quarantine", "reconfigure"]
+Severity = Literal["info", "action_needed", "page"]
+SignalKind = Literal[
+    "xid", "ecc", "row_remap_failure", "thermal", "power", "gpu_count_drop", "fell_off_bus", "health_check",
+]
 
 
 class _Part(BaseModel):
@@ -42,10 +47,14 @@ class XidCount(_Part):
 
 
 class HealthCheckReported(EventData):
-    """The DCGM agent's verdict on one node, written by the agent itself (or the simulator)."""
+    """The DCGM agent's verdict on one node, written by the agent itself (or the simulator).
+
+    Recovery acts on a report only when ``proof`` verifies: an HMAC over the payload keyed by the secret it
+    passed to the check task it started (``events_schema.proof``). Anything else is a signal at most.
+    """
 
     TYPE: ClassVar[str] = "HealthCheckReported"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     node_arn: str
     ec2_instance_id: str | None = None
     check_task_arn: str | None = None
@@ -60,6 +69,21 @@ class HealthCheckReported(EventData):
     expected_gpus: int | None = None
     found_gpus: int | None = None
     durations_s: dict[str, float] = Field(default_factory=dict)
+    # v3: which check attempt this answers, its proof, the host's boot time (reboot proof), and what did not run.
+    check_key: str | None = Field(None, description="The check attempt this report answers (the idempotency key "
+                                  "of the StartTask that launched the check).")
+    proof: str | None = Field(None, description="HMAC-SHA256 of this payload (without `proof`) keyed by the secret "
+                              "recovery gave this check task; recovery acts only on a report whose proof verifies.")
+    boot_time: datetime | None = Field(None, description="When the host last booted: a reboot counts only when "
+                                       "this is after the reboot request.")
+    fix: str = Field("", description="For `misconfigured`: what to change on the node.")
+    untested: list[str] = Field(default_factory=list, description="Tests or GPUs that did not run or were skipped; "
+                                "any makes the verdict inconclusive.")
+
+
+def health_check_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 only adds optional fields."""
+    return dict(data)
 
 
 def health_check_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -154,14 +178,88 @@ class DeadlineExpired(EventData):
     node_arn: str | None = None
 
 
+class Seen(_Part):
+    xids: list[int] = Field(default_factory=list, description="The XIDs seen on the node.")
+    verdict: str | None = Field(None, description="The DCGM verdict, if a check reported.")
+    reason: str = Field("", description="What was seen, in words.")
+
+
+class Notice(_Part):
+    """What a human is told: the ``default`` body of the SNS message, rendered for email and chat too.
+
+    A burst (one cause, many nodes or jobs) is one notice listing them all.
+    """
+
+    kind: str = Field(description="What happened: `job_failed`, `node_quarantined`, `breaker_open`, ...")
+    severity: Severity = Field("action_needed", description="`info`, `action_needed` or `page`.")
+    cluster: str = Field(description="The ECS cluster name.")
+    title: str = Field("", description="One line, for a chat title or an email subject.")
+    summary: str = Field(description="What was seen and done, in words.")
+    next_step: str = Field("", description="What a person should do next.")
+    incident_id: str | None = Field(None, description="The incident, when there is one.")
+    node_arn: str | None = Field(None, description="The node, when the notice is about one.")
+    instance_id: str | None = Field(None, description="The node's EC2 (or managed) instance id.")
+    job_ids: list[str] = Field(default_factory=list, description="The jobs concerned.")
+    node_arns: list[str] = Field(default_factory=list, description="Every node concerned (a burst lists them all).")
+    incident_ids: list[str] = Field(default_factory=list, description="Every incident concerned.")
+    seen: Seen = Field(default_factory=Seen, description="What was seen.")
+    done: list[str] = Field(default_factory=list, description="The recorded steps (idempotency keys) so far.")
+    at: datetime | None = Field(None, description="When.")
+    test: bool = Field(False, description="A test notification from `gpu-recovery notify test`: no action needed.")
+
+
 class NotificationSent(EventData):
     TYPE: ClassVar[str] = "NotificationSent"
+    VERSION: ClassVar[int] = 2
     kind: str
+    severity: Severity = Field("action_needed", description="`info`, `action_needed` or `page` (an SNS message "
+                               "attribute, for subscription filter policies).")
     subject: str
-    message: dict[str, Any] = Field(default_factory=dict)
+    message: Notice
     incident_id: str | None = None
     job_id: str | None = None
     node_arn: str | None = None
+
+
+NOTICE_SEVERITY: dict[str, Severity] = {
+    "job_failed": "page", "escalation": "page", "deadline_expired": "page", "budget_exhausted": "page",
+    "node_quarantined": "action_needed", "node_replaced": "info", "replace_failed": "action_needed",
+    "node_misconfigured": "action_needed", "breaker_open": "action_needed", "out_of_service_cap": "page",
+    "waiting_capacity": "info", "job_at_risk": "action_needed", "maintenance_scheduled": "info", "test": "info",
+}
+
+
+def notification_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1's message was a free dict (kind, cluster, summary, next_step, ids, seen, done, at)."""
+    out = dict(data)
+    kind = str(data.get("kind", ""))
+    message = dict(data.get("message") or {})
+    message.setdefault("kind", kind)
+    message.setdefault("cluster", "")
+    message.setdefault("summary", data.get("subject", ""))
+    message.setdefault("title", data.get("subject", ""))
+    severity = NOTICE_SEVERITY.get(kind, "action_needed")
+    message.setdefault("severity", severity)
+    if message.get("node_arn") and not message.get("node_arns"):
+        message["node_arns"] = [message["node_arn"]]
+    out["severity"] = severity
+    out["message"] = message
+    return out
+
+
+class GpuHealthSignal(EventData):
+    """Something on a node degraded (the node watcher, or another agent): a reason to check, never to repair."""
+
+    TYPE: ClassVar[str] = "GpuHealthSignal"
+    node_arn: str | None = None
+    ec2_instance_id: str | None = None
+    kind: SignalKind = Field(description="What degraded: `xid`, `ecc`, `row_remap_failure`, `thermal`, `power`, "
+                             "`gpu_count_drop`, `fell_off_bus`, `health_check`.")
+    severity: Literal["warn", "fail"] = Field("fail", description="`fail`: worth a check; `warn`: recorded only.")
+    xids: list[int] = Field(default_factory=list, description="XIDs seen, if any.")
+    gpus: list[int] = Field(default_factory=list, description="GPU indexes concerned, if known.")
+    detail: str = Field("", description="What the watcher saw, in words.")
+    source: str = Field("node-watcher", description="Who sent it.")
 
 
 class RecordParked(EventData):
@@ -174,9 +272,10 @@ class RecordParked(EventData):
 
 
 REGISTRY = Registry()
-REGISTRY.register(HealthCheckReported, {1: health_check_v1_to_v2})
+REGISTRY.register(HealthCheckReported, {1: health_check_v1_to_v2, 2: health_check_v2_to_v3})
+REGISTRY.register(NotificationSent, {1: notification_v1_to_v2})
 for _model in (
     IncidentOpened, IncidentClosed, DecisionRecorded, ActionOutcome, NodeStateChanged, JobStateChanged,
-    DeadlineExpired, NotificationSent, RecordParked,
+    DeadlineExpired, RecordParked, GpuHealthSignal,
 ):
     REGISTRY.register(_model)

@@ -23,6 +23,7 @@ from events_schema.events import (
     IncidentOpened,
     JobStateChanged,
     NodeStateChanged,
+    Notice,
     NotificationSent,
     XidCount,
 )
@@ -107,7 +108,9 @@ def history() -> list[dict[str, Any] | Envelope]:
         _opened("inc-D", 3, 3020, [DELTA]),
         _report("inc-D", 3, 3100, "hardware_fault", "reboot", {48: 1}),
         _node_state("inc-D", 3, 3110, "REBOOTING"),
-        _ours(NotificationSent(kind="deadline_expired", subject="node not back after reboot", incident_id="inc-D"),
+        _ours(NotificationSent(kind="deadline_expired", subject="node not back after reboot", incident_id="inc-D",
+                               message=Notice(kind="deadline_expired", cluster="gpu-training",
+                                              summary="node not back after reboot")),
               4100, node=3, incident="inc-D"),
         _closed("inc-D", 3, 4110, "escalated"),
         # --- B: node 3 again, beta, quarantined ----------------------------------------------------

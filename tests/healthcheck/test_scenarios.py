@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from events_schema.events import HealthCheckReported
 from healthcheck.verdict import EXIT_CODES
 from tests.healthcheck.conftest import CheckFn
 from tests.healthcheck.fakes import NODE_ARN, TASK_ARN, FakeNvml, nvml_with
@@ -46,7 +47,7 @@ def test_scenario_maps_to_verdict_event_and_exit_code(
     assert report.model_extra is not None and report.model_extra["exit_code"] == code
     assert (report.node_arn, report.check_task_arn, report.incident_id, report.level) == \
         (NODE_ARN, TASK_ARN, "inc-7", 2)
-    assert run.event.subject.node == NODE_ARN and run.event.envelope.schema_version == 2
+    assert run.event.subject.node == NODE_ARN and run.event.envelope.schema_version == HealthCheckReported.VERSION
     assert report.reason
 
 

@@ -21,6 +21,7 @@ from events_schema.events import (
     IncidentOpened,
     JobStateChanged,
     NodeStateChanged,
+    Notice,
     NotificationSent,
     XidCount,
 )
@@ -99,6 +100,8 @@ def incident_story() -> list[dict[str, Any]]:
         our_event(IncidentClosed(incident_id=INCIDENT, node_arn=NODE1, outcome="recovered",
                                  reason="rebooted, verified"), 421, node=NODE1, incident=INCIDENT),
         our_event(NotificationSent(kind="incident_closed", subject="node 1 recovered after a reboot",
+                               message=Notice(kind="incident_closed", cluster="gpu-training",
+                                              summary="node 1 recovered after a reboot"),
                                incident_id=INCIDENT, node_arn=NODE1), 422, node=NODE1, incident=INCIDENT),
         # Elsewhere: node 3 has its own incident, which no audit of alpha, node 1 or inc-1 may show.
         our_event(nsc(node_arn=node_arn(3), state="SUSPECT", incident_id=OTHER_INCIDENT, reason="unrelated"),

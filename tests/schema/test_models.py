@@ -57,12 +57,12 @@ def test_unknown_fields_are_kept() -> None:
     assert json.loads(encode(event))["detail"]["someFieldAwsAddsIn2027"] == {"nested": [1, 2]}
 
 
-def test_v1_health_report_is_upcast_to_v2() -> None:
+def test_v1_health_report_is_upcast_to_the_current_version() -> None:
     # GIVEN a health report written by the v1 agent
     event = decode((FIXTURES / "our_events" / "health_check_reported_v1.json").read_bytes())
     # THEN readers see today's model
     assert isinstance(event, OurEvent) and isinstance(event.data, HealthCheckReported)
-    assert event.envelope.schema_version == 2
+    assert event.envelope.schema_version == HealthCheckReported.VERSION == 3
     assert event.data.verdict == "hardware_fault" and event.data.recommended_action == "reboot"
     assert [(x.xid, x.count) for x in event.data.xids] == [(48, 2), (64, 1)]
 
