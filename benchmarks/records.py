@@ -196,8 +196,8 @@ class _FleetStream:
         self._resources_changed(self._job_nodes(job))  # resources freed
 
     def _fail(self, job: int) -> None:
+        from events_schema.commands import StopTask
         from events_schema.events import (
-            Action,
             ActionOutcome,
             DecisionRecorded,
             HealthCheckReported,
@@ -215,12 +215,12 @@ class _FleetStream:
                            NodeStateChanged(node_arn=node.arn, state="SUSPECT", reason="rank exited 1",
                                             incident_id=incident, ec2_instance_id=node.instance_id)]
         for sibling in (t for t in tasks if t is not failed):
-            action = Action(type="StopTask", target=sibling.arn)
+            action = StopTask(target=sibling.arn, reason="gpu-recovery: stopping the ranks of an interrupted job")
             key = f"{incident}:stop:{sibling.arn[-8:]}"
             ours += [DecisionRecorded(idempotency_key=key, action=action, incident_id=incident, job_id=job_id,
-                                      step="stop-siblings", reason="sibling of failed rank"),
+                                      step="stop_ranks", reason="sibling of failed rank"),
                      ActionOutcome(idempotency_key=key, action=action, incident_id=incident, job_id=job_id,
-                                   status="succeeded")]
+                                   step="stop_ranks", status="succeeded")]
         ours += [HealthCheckReported(node_arn=node.arn, ec2_instance_id=node.instance_id, incident_id=incident,
                                      level=2, verdict="healthy", reason="all checks passed"),
                  NodeStateChanged(node_arn=node.arn, state="HEALTHY", reason="DCGM healthy", incident_id=incident),

@@ -1,47 +1,82 @@
-"""The recovery consumer: event -> decide -> record the decision -> act -> record the outcome.
+"""The recovery consumer: records in -> decide -> commit -> record the decisions -> act -> record outcomes.
 
-Decisions are appended to the stream before their AWS call, outcomes after it; every call is claimed in
-the idempotency ledger first, so a redelivered or restarted step resumes and never repeats:
+* Decide: the pure core (``consumers.core.recovery.decide``) on the records a batch needs, loaded from the
+  store; records nobody loaded are asked for (``NeedMore``) and the batch is decided again.
+* Commit: changed records are written only if nobody changed them meanwhile (per-record optimistic
+  concurrency, no lock); on a conflict the batch is decided again from the fresh records. What the
+  decisions produced (events to append, commands to run) is written in the same transactions, in an
+  outbox of this processor's shard.
+* Record, then act: the decisions are appended to the stream before their AWS call; each call is claimed
+  in the idempotency ledger first; its outcome is appended after, and decided on at once.
 
-* claimed and done: the recorded outcome is used again, the call is not made;
-* claimed, not done (we stopped between claim and result): calls that can be repeated safely are
-  repeated; a StartTask is looked up by its idempotency tag; a reboot is never repeated here (the reboot
-  deadline asks again only if the node never disconnected, i.e. the request never reached it).
-
-State (incidents, budgets, pending deadlines) is a projection of the stream, saved after each batch and
-before the checkpoint. Under the KCL every shard has its own processor process, but a job's ranks and the
-breaker's nodes span shards: the processors share one state, taking turns under a lock
-(``consumers.adapters.state_lock``) and catching up on each other's saves when they take it.
+Own events read back from the stream are a record and drive nothing. Deadlines fire against the stream's
+clock: each shard publishes its position (its newest event time while behind, the wall clock once caught
+up) and timers fire against the slowest. A record that cannot be read, or that makes the decision fail,
+is parked and the batch goes on; only infrastructure errors are retried.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from consumers.adapters.actuators import IDEMPOTENT, ActionFailed, Actuator
-from consumers.adapters.ledger import Claim
 from consumers.adapters.metrics import Metrics, NullMetrics
-from consumers.adapters.recovery_store import RecoveryStore
-from consumers.adapters.state_lock import NoLock, StateLock
 from consumers.core.clocktext import iso, parse_iso
-from consumers.core.ports import ParkedRecord, ParkingLot, StreamRecord, StreamWriter
-from consumers.core.recovery.policy import OUTPUT_TYPES, Effects, Emit, RecoveryPolicy, stable_id
-from consumers.projector import decode_batch
+from consumers.core.errors import TransientError
+from consumers.core.ports import (
+    ActionResult,
+    Actuator,
+    BatchContext,
+    Ledger,
+    Loaded,
+    OutboxEntry,
+    Output,
+    ParkedRecord,
+    ParkingLot,
+    RecordKey,
+    RecordWrite,
+    RecoveryStore,
+    StateConflict,
+    StreamRecord,
+    StreamWriter,
+)
+from consumers.core.recovery.config import PolicyConfig
+from consumers.core.recovery.context import Effects, Emit, Order, stable_id
+from consumers.core.recovery.decide import (
+    EcsInput,
+    Input,
+    OperatorInput,
+    OutcomeInput,
+    ReportInput,
+    SignalInput,
+    TimerInput,
+    decide,
+)
+from consumers.core.recovery.model import Timer
+from consumers.core.recovery.record import timer_of
+from consumers.core.recovery.view import ALL_NODES, FLEET_KEY, NeedMore, View
+from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
+from events_schema.commands import REPEATABLE, CommandModel, StartTask
+from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import Envelope, OurEvent, Subject, make_envelope
-from events_schema.events import ActionOutcome, DecisionRecorded, RecordParked
+from events_schema.events import (
+    ActionOutcome,
+    DecisionRecorded,
+    GpuHealthSignal,
+    HealthCheckReported,
+    OperatorRequested,
+    RecordParked,
+)
 
 log = logging.getLogger("gpu_recovery.recovery")
 SOURCE = "gpu-recovery/recovery"
-
-
-class Ledger(Protocol):
-    def claim(self, key: str, action_type: str, at: str) -> Claim: ...
-
-    def done(self, key: str, status: str, detail: dict[str, Any], error: str | None) -> None: ...
+ROUNDS = 25  # loads and conflicts before a batch is retried as a whole (TransientError)
+TIMERS_PER_TICK = 200
+READ_ONLY = frozenset({"ListTagsForResource"})
+ECS_EVENTS = (TaskStateChange, ContainerInstanceStateChange, ContainerInstanceHealthChange)
 
 
 class InjectedStop(Exception):
@@ -52,12 +87,18 @@ def no_fault(point: str, key: str | None) -> None:
     """Fault-injection hook: tests raise here to stop the consumer between two steps (key: the action)."""
 
 
+@dataclass(frozen=True)
+class _Item:
+    record: StreamRecord
+    input: Input
+
+
 class RecoveryConsumer:
     name = "recovery"
 
     def __init__(
         self,
-        policy: RecoveryPolicy,
+        config: PolicyConfig,
         store: RecoveryStore,
         writer: StreamWriter,
         actuator: Actuator,
@@ -65,12 +106,12 @@ class RecoveryConsumer:
         parking: ParkingLot,
         *,
         clock: Callable[[], datetime],
+        owner: str | None = None,
         dry_run: bool = False,
         fault: Callable[[str, str | None], None] = no_fault,
         metrics: Metrics | None = None,
-        lock: StateLock | None = None,
     ) -> None:
-        self.policy = policy
+        self._config = replace(config, secret_key=config.secret_key or store.check_key())
         self._store = store
         self._writer = writer
         self._actuator = actuator
@@ -80,166 +121,386 @@ class RecoveryConsumer:
         self._dry_run = dry_run
         self._fault = fault
         self._metrics: Metrics = metrics or NullMetrics()
-        self._lock: StateLock = lock or NoLock()
-        self._stale = False
-        self.state = store.load()
+        # Under the KCL each shard's processor owns its outbox (the shard's id); an in-process reader that
+        # reads every shard passes one owner.
+        self._fixed_owner = owner is not None
+        self.owner = owner or "unassigned"
+        self._positions: dict[str, str] = {}
         self.actions = 0
         self.failed_actions = 0
         self.parked = 0
+        self.conflicts = 0
 
-    # --- the batch ------------------------------------------------------------------------------
+    @property
+    def config(self) -> PolicyConfig:
+        return self._config
 
-    def handle_batch(self, records: Sequence[StreamRecord]) -> None:
-        with self._exclusive():
-            self._handle(records)
+    # --- the runtime's calls -----------------------------------------------------------------------
 
-    def on_idle(self) -> None:
-        """Called when the stream is quiet: notice deadlines, then save."""
-        with self._exclusive():
-            self.tick()
-            self._store.save(self.state)
-            self._publish()
+    def initialize(self, shard_id: str) -> None:
+        """A processor took a shard: finish what the previous owner committed but did not do."""
+        if not self._fixed_owner:
+            self.owner = shard_id
+        self.resume()
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Hold the shared state: up to date on entry, saved by the caller; reloaded after any failure."""
-        with self._lock.held():
-            self.state = self._store.load() if self._stale else self._store.refresh(self.state)
-            self._stale = False
-            try:
-                yield
-            except BaseException:
-                # Part of the batch may have changed the state in memory only: decide again from the
-                # saved state (decisions and their keys are stable; the ledger keeps actions single).
-                self._stale = True
-                raise
+    def resume(self) -> None:
+        for entry in self._store.pending(self.owner):
+            self._flush(entry)
 
-    def _handle(self, records: Sequence[StreamRecord]) -> None:
-        parked_at = iso(self._clock())
-        for record in records:
-            events, malformed = decode_batch([record], self.name, parked_at)
-            if malformed:
-                self._park(malformed)
-                continue
-            event = events[0]
-            if isinstance(event, OurEvent) and event.type in OUTPUT_TYPES:
-                continue  # our own decision coming back: applied when it was made
-            effects = self.policy.handle(self.state, event)
-            if effects.rejected:
-                self._park_suspect(record, effects.rejected)
-            self._apply(effects, _event_id(event))
+    def handle_batch(self, records: Sequence[StreamRecord], context: BatchContext | None = None) -> None:
+        items = self._read(records)
+        if items:
+            self._isolated(items, max(i.input.at for i in items))
+        shard = context.shard_id if context else (records[0].shard_id if records else "")
+        if shard:
+            self._advance(shard, items, context.millis_behind_latest if context else 0)
         self.tick()
-        self._fault("before_save", None)
-        self._store.save(self.state)
-        self._publish()
-
-    def _publish(self) -> None:
-        self._metrics.gauge("OpenIncidents", sum(1 for i in self.state.incidents.values() if not i.closed))
         self._metrics.flush()
 
+    def on_idle(self) -> None:
+        """Every shard this consumer reads is drained (the in-process reader's quiet poll): caught up."""
+        wall = iso(self._clock())
+        for shard in sorted(self._positions):
+            self._store.publish_position(shard, wall)
+        self.tick()
+        self._metrics.flush()
+
+    def shard_ended(self, shard_id: str) -> None:
+        self._store.drop_position(shard_id)
+
     def tick(self) -> None:
-        """Record the deadlines that have passed, then decide on them like any other event."""
-        for emit in self.policy.expired(self.state, self._clock()):
-            envelope = self._envelope(emit, iso(emit.data.due_at), None)  # type: ignore[attr-defined]
-            self._writer.append([envelope])
-            effects = self.policy.handle(self.state, OurEvent(envelope, emit.data))
-            self._apply(effects, envelope.event_id)
+        """Fire the deadlines that passed on the stream's clock (never ahead of the wall clock)."""
+        wall = iso(self._clock())
+        now = min(self._store.clock() or wall, wall)
+        for _ in range(ROUNDS):
+            due = self._store.due(now, TIMERS_PER_TICK)
+            if not due:
+                return
+            inputs: list[Input] = [TimerInput(key, Timer.model_validate(timer)) for key, timer in due]
+            self._run(inputs, now)
 
-    # --- decide, record, act, record ------------------------------------------------------------
+    def next_deadline(self) -> datetime | None:
+        due = self._store.due("9999", 1)
+        return parse_iso(due[0][1]["due_at"]) if due else None
 
-    def _apply(self, effects: Effects, causation: str | None) -> None:
-        if not effects.emits:
+    # --- reading ------------------------------------------------------------------------------------
+
+    def _read(self, records: Sequence[StreamRecord]) -> list[_Item]:
+        items: list[_Item] = []
+        for record in records:
+            try:
+                item = self._input(record, decode(record.data))
+            except MalformedRecord as exc:
+                self._park(record, exc.kind, exc.detail)
+                continue
+            if item is not None:
+                items.append(item)
+        return items
+
+    def _input(self, record: StreamRecord, event: StreamEvent) -> _Item | None:
+        if isinstance(event, ECS_EVENTS):
+            if event.detail.clusterArn != self._config.cluster_arn:
+                self._metrics.count("ForeignClusterEvents", 1)
+                return None  # defence in depth: the rules already match the cluster exactly
+            return self._timely(record, event, EcsInput(event, iso(event.time)))
+        if not isinstance(event, OurEvent):
+            return None
+        data = event.data
+        made: Input | None = None
+        if isinstance(data, HealthCheckReported):
+            made = ReportInput(data, dict(event.envelope.data), iso(event.time))
+        elif isinstance(data, GpuHealthSignal):
+            made = SignalInput(data, iso(event.time))
+        elif isinstance(data, OperatorRequested):
+            made = OperatorInput(data, iso(event.time))
+        # Our own decisions, outcomes, deadlines read back: a record, never a command.
+        return self._timely(record, event, made) if made is not None else None
+
+    def _timely(self, record: StreamRecord, event: Any, made: Input) -> _Item | None:
+        """An event dated beyond the allowed skew into the future is parked: it must not move time."""
+        limit = iso(self._clock() + self._config.future_skew)
+        if made.at > limit:
+            self._park(record, "future_time", f"event time {made.at} is more than "
+                       f"{self._config.future_skew} after the consumer's clock")
+            return None
+        return _Item(record, made)
+
+    # --- deciding -----------------------------------------------------------------------------------
+
+    def _isolated(self, items: list[_Item], now: str) -> None:
+        """Decide a batch; when deciding fails, find the records that make it fail and park them."""
+        try:
+            self._run([i.input for i in items], now, items)
+        except (TransientError, InjectedStop):
+            raise
+        except Exception as exc:  # a record the core cannot decide on: parked, never a stalled shard
+            if len(items) == 1:
+                log.exception("parking a record recovery cannot decide on")
+                self._park(items[0].record, "undecidable", f"{type(exc).__name__}: {exc}")
+                return
+            half = len(items) // 2
+            self._isolated(items[:half], now)
+            self._isolated(items[half:], now)
+
+    def _run(self, inputs: list[Input], now: str, items: list[_Item] | None = None) -> None:
+        for entry in self._decide_commit(inputs, now, items):
+            self._flush(entry)
+
+    def _decide_commit(self, inputs: list[Input], now: str, items: list[_Item] | None = None) -> list[OutboxEntry]:
+        loaded = self._load(_first_keys(inputs) | {FLEET_KEY})
+        for _ in range(ROUNDS):
+            view = View(loaded.bodies)
+            try:
+                effects = decide(view, self._config, inputs, now)
+            except NeedMore as more:
+                loaded = loaded.merge(self._load(more.keys - loaded.bodies.keys()))
+                continue
+            writes = _writes(view, loaded, self._config)
+            outputs = self._outputs(effects, now)
+            self._fault("after_decide", " ".join(o.key for o in effects.orders) or None)
+            try:
+                entries = self._store.commit(writes, outputs, self.owner)
+            except StateConflict as conflict:
+                self.conflicts += 1
+                self._metrics.count("StateConflicts", 1)
+                loaded = loaded.merge(self._store.load(conflict.keys))
+                continue
+            self._fault("after_commit", None)
+            self._rejected(effects, items)
+            return entries
+        raise TransientError(f"records still contended after {ROUNDS} rounds")
+
+    def _load(self, keys: Collection[RecordKey]) -> Loaded:
+        loaded = self._store.load([k for k in keys if k != ALL_NODES])
+        return loaded.merge(self._store.load_nodes()) if ALL_NODES in keys else loaded
+
+    def _rejected(self, effects: Effects, items: list[_Item] | None) -> None:
+        for reason in effects.rejected:
+            record = items[0].record if items and len(items) == 1 else None
+            if record is not None:
+                self._park(record, "suspect", reason, notify=True)
+            else:
+                log.warning("rejected: %s", reason)
+
+    # --- outputs ------------------------------------------------------------------------------------
+
+    def _outputs(self, effects: Effects, now: str) -> list[Output]:
+        outputs: list[Output] = []
+        at = parse_iso(now)
+        for emit in effects.emits:
+            envelope = make_envelope(emit.data, event_id=emit.event_id, time=at, source=SOURCE, subject=emit.subject)
+            outputs.append(Output("event", _event_payload(envelope, emit.partition_key), _emit_owner(emit)))
+        for order in effects.orders:
+            decision = DecisionRecorded(idempotency_key=order.key, action=order.command, incident_id=order.incident_id,
+                                        job_id=order.job_id, step=order.step, reason=order.reason)
+            envelope = make_envelope(decision, event_id=stable_id(f"DecisionRecorded:{order.key}"), time=at,
+                                     source=SOURCE, subject=order.subject)
+            owner = _order_owner(order)
+            outputs.append(Output("event", _event_payload(envelope, _partition(order.subject, order.key)), owner))
+            outputs.append(Output("order", {"key": order.key, "command": order.command.model_dump(mode="json"),
+                                            "step": order.step, "incident_id": order.incident_id,
+                                            "job_id": order.job_id, "subject": order.subject.model_dump(mode="json"),
+                                            "decision": envelope.event_id}, owner))
+        return outputs
+
+    def _flush(self, entry: OutboxEntry) -> None:
+        """Record the decisions, then act, then record and decide on the outcomes."""
+        events = [o.payload for o in entry.outputs if o.kind == "event"]
+        self._append(events)
+        orders = [o.payload for o in entry.outputs if o.kind == "order"]
+        self._fault("after_record", " ".join(str(o["key"]) for o in orders) or None)
+        outcomes: list[Input] = []
+        for order in orders:
+            outcome, at = self._execute(order)
+            subject = Subject.model_validate(order["subject"])
+            envelope = make_envelope(outcome, event_id=stable_id(f"outcome:{order['key']}"), time=parse_iso(at),
+                                     source=SOURCE, subject=subject, causation_id=str(order["decision"]))
+            self._append([_event_payload(envelope, _partition(subject, str(order["key"])))])
+            self._fault("after_outcome", str(order["key"]))
+            outcomes.append(OutcomeInput(outcome, at))
+        follow_ups = self._decide_commit(outcomes, max(o.at for o in outcomes)) if outcomes else []
+        self._store.done(entry)
+        for follow_up in follow_ups:
+            self._flush(follow_up)
+
+    def _append(self, payloads: list[dict[str, Any]]) -> None:
+        if not payloads:
             return
-        envelopes = [self._envelope(emit, effects.now, causation) for emit in effects.emits]
-        keys = " ".join(d.idempotency_key for d in effects.decisions) or None
-        self._fault("after_decide", keys)
-        self._writer.append(envelopes)
-        self._fault("after_record", keys)
-        for decision, envelope in zip(effects.emits, envelopes, strict=True):
-            if isinstance(decision.data, DecisionRecorded):
-                self._act(decision.data, envelope)
+        envelopes = [Envelope.model_validate(p["envelope"]) for p in payloads]
+        self._writer.append(envelopes, [str(p["partition_key"]) for p in payloads])
 
-    def _act(self, decision: DecisionRecorded, recorded: Envelope) -> None:
-        outcome = self._execute(decision, iso(recorded.time))
-        envelope = make_envelope(outcome, event_id=stable_id(f"outcome:{decision.idempotency_key}"),
-                                 time=recorded.time, source=SOURCE, subject=recorded.subject,
-                                 causation_id=recorded.event_id)
-        self._writer.append([envelope])
-        self._fault("after_outcome", decision.idempotency_key)
+    # --- acting -------------------------------------------------------------------------------------
+
+    def _execute(self, order: dict[str, Any]) -> tuple[ActionOutcome, str]:
+        command: CommandModel = DecisionRecorded.model_validate(
+            {"idempotency_key": order["key"], "action": order["command"], "step": order["step"]}).action
+        key, at = str(order["key"]), iso(self._clock())
+        result = self._result(command, key, at)
         self.actions += 1
-        if outcome.status == "failed":
+        if result.status != "succeeded":
             self.failed_actions += 1
-            self._metrics.count("FailedActions", 1)
-        follow_up = self.policy.handle(self.state, OurEvent(envelope, outcome))
-        self._apply(follow_up, envelope.event_id)
+            self._metrics.count("FailedActions" if result.status == "failed" else "UnknownActions", 1)
+            log.warning("action %s key=%s type=%s target=%s: %s", result.status, key, command.type, command.target,
+                        result.error)
+        return ActionOutcome(idempotency_key=key, action=command, incident_id=order.get("incident_id"),
+                             job_id=order.get("job_id"), step=order["step"], status=result.status,
+                             detail=result.detail, error=result.error, error_kind=result.error_kind), at
 
-    def _execute(self, decision: DecisionRecorded, at: str) -> ActionOutcome:
-        action, key = decision.action, decision.idempotency_key
-
-        def outcome(status: str, detail: dict[str, Any] | None = None, error: str | None = None) -> ActionOutcome:
-            return ActionOutcome(idempotency_key=key, action=action, incident_id=decision.incident_id,
-                                 job_id=decision.job_id, status=status, detail=detail or {}, error=error)
-
-        if self._dry_run:
-            return outcome("succeeded", {"dry_run": True})
-        claim = self._ledger.claim(key, action.type, at)
+    def _result(self, command: CommandModel, key: str, at: str) -> ActionResult:
+        if self._dry_run and command.type not in READ_ONLY:
+            return ActionResult("succeeded", {"dry_run": True})
+        claim = self._ledger.claim(key, command.type, at)
         self._fault("after_claim", key)
         if claim.state == "done":
-            return outcome(claim.status or "failed", claim.detail, claim.error)
+            return ActionResult(claim.status or "unknown", claim.detail or {}, claim.error,  # type: ignore[arg-type]
+                                claim.error_kind)  # type: ignore[arg-type]
         if claim.state == "claimed":
-            resumed = self._resume(decision)
+            resumed = self._resume(command, key)
             if resumed is not None:
-                self._ledger.done(key, resumed.status, resumed.detail, resumed.error)
+                self._ledger.done(key, resumed.status, resumed.detail, resumed.error, resumed.error_kind)
                 return resumed
-        self._lock.confirm()  # never act on a state another process has taken over
-        try:
-            detail, status, error = self._actuator.execute(action, key), "succeeded", None
-        except ActionFailed as exc:
-            detail, status, error = {}, "failed", str(exc)
-            log.warning("action failed key=%s type=%s target=%s: %s", key, action.type, action.target, exc)
+        result = self._actuator.execute(command, key)
+        if result.status == "unknown" and isinstance(command, StartTask):
+            found = self._actuator.find_done(command, key)
+            if found is not None:
+                result = ActionResult("succeeded", found)
         self._fault("after_call", key)
-        self._ledger.done(key, status, detail, error)
+        self._ledger.done(key, result.status, result.detail, result.error, result.error_kind)
         self._fault("after_done", key)
-        return outcome(status, detail, error)
+        return result
 
-    def _resume(self, decision: DecisionRecorded) -> ActionOutcome | None:
-        """A claim without a result: decide whether the call happened. None means: make it now."""
-        action, key = decision.action, decision.idempotency_key
-        if action.type in IDEMPOTENT:
-            return None
-        found = self._actuator.find_done(action, key)
+    def _resume(self, command: CommandModel, key: str) -> ActionResult | None:
+        """A claim without a result: whether the call happened. None means: make it now."""
+        if command.type in REPEATABLE or command.type in ("Publish", *READ_ONLY):
+            return None  # a repeat changes nothing more (Publish: at least once)
+        found = self._actuator.find_done(command, key)
         if found is not None:
-            return ActionOutcome(idempotency_key=key, action=action, incident_id=decision.incident_id,
-                                 job_id=decision.job_id, status="succeeded", detail=found)
-        if action.type == "StartTask":
+            return ActionResult("succeeded", found)
+        if isinstance(command, StartTask):
             return None  # no task carries our key: it was never started
-        log.warning("ambiguous %s for %s: not repeated; the deadline decides", action.type, key)
-        return ActionOutcome(idempotency_key=key, action=action, incident_id=decision.incident_id,
-                             job_id=decision.job_id, status="unknown", error="stopped between claim and result")
+        log.warning("ambiguous %s for %s: not repeated; its deadline decides", command.type, key)
+        return ActionResult("unknown", {}, "stopped between claim and result", "unknown")
 
-    # --- records we keep aside ------------------------------------------------------------------
+    # --- time -----------------------------------------------------------------------------------------
 
-    def _park(self, records: list[ParkedRecord]) -> None:
-        self._parking.park(records)
-        self.parked += len(records)
-        self._metrics.count("ParkedRecords", len(records))
-        for record in records:
-            log.warning("parked record shard=%s seq=%s kind=%s: %s", record.shard_id, record.sequence_number,
-                        record.reason_kind, record.reason)
+    def _advance(self, shard: str, items: list[_Item], behind_ms: int) -> None:
+        newest = max((i.input.at for i in items if isinstance(i.input, EcsInput | ReportInput | SignalInput)),
+                     default=None)
+        if newest is not None:
+            self._positions[shard] = max(self._positions.get(shard, newest), newest)
+        caught_up = behind_ms <= 0
+        position = iso(self._clock()) if caught_up else self._positions.get(shard)
+        if position:
+            self._store.publish_position(shard, position)
 
-    def _park_suspect(self, record: StreamRecord, reason: str) -> None:
-        self._park([ParkedRecord(consumer=self.name, shard_id=record.shard_id,
-                                 sequence_number=record.sequence_number, partition_key=record.partition_key,
-                                 reason_kind="suspect", reason=reason, data=record.data, parked_at=iso(self._clock()))])
-        notice = RecordParked(consumer=self.name, shard_id=record.shard_id, sequence_number=record.sequence_number,
-                              reason=reason, size_bytes=len(record.data))
-        self._writer.append([make_envelope(notice, event_id=stable_id(f"parked:{record.sequence_number}"),
-                                           time=self._clock(), source=SOURCE, subject=Subject())])
+    # --- records we keep aside ----------------------------------------------------------------------
 
-    def _envelope(self, emit: Emit, now: str, causation: str | None) -> Envelope:
-        return make_envelope(emit.data, event_id=emit.event_id, time=parse_iso(now), source=SOURCE,
-                             subject=emit.subject, causation_id=causation)
+    def _park(self, record: StreamRecord, kind: str, reason: str, *, notify: bool = False) -> None:
+        self._parking.park([ParkedRecord(consumer=self.name, shard_id=record.shard_id,
+                                         sequence_number=record.sequence_number, partition_key=record.partition_key,
+                                         reason_kind=kind, reason=reason[:1000], data=record.data,
+                                         parked_at=iso(self._clock()))])
+        self.parked += 1
+        self._metrics.count("ParkedRecords", 1)
+        log.warning("parked record shard=%s seq=%s kind=%s: %s", record.shard_id, record.sequence_number, kind, reason)
+        if notify:
+            notice = RecordParked(consumer=self.name, shard_id=record.shard_id,
+                                  sequence_number=record.sequence_number, reason=reason[:1000],
+                                  size_bytes=len(record.data))
+            envelope = make_envelope(notice, event_id=stable_id(f"parked:{record.sequence_number}"),
+                                     time=self._clock(), source=SOURCE, subject=Subject())
+            self._writer.append([envelope], ["parked"])
 
 
-def _event_id(event: Any) -> str | None:
-    return str(getattr(event, "event_id", None) or getattr(event, "id", "")) or None
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _first_keys(inputs: Sequence[Input]) -> set[RecordKey]:
+    """The records each input surely needs (more are asked for as the decision goes)."""
+    keys: set[RecordKey] = set()
+    for item in inputs:
+        if isinstance(item, EcsInput):
+            if isinstance(item.event, TaskStateChange):
+                keys.add(("task", item.event.detail.taskArn))
+            node = item.event.detail.containerInstanceArn
+            if node:
+                keys.add(("node", node))
+        elif isinstance(item, ReportInput):
+            keys.add(("node", item.report.node_arn))
+            if item.report.incident_id:
+                keys.add(("incident", item.report.incident_id))
+        elif isinstance(item, OutcomeInput):
+            outcome = item.outcome
+            if outcome.incident_id:
+                keys.add(("incident", outcome.incident_id))
+            if outcome.job_id:
+                keys.add(("job", outcome.job_id))
+        elif isinstance(item, TimerInput):
+            keys.add(item.record)
+    return keys
+
+
+def _writes(view: View, loaded: Loaded, config: PolicyConfig) -> list[RecordWrite]:
+    writes: list[RecordWrite] = []
+    for key in sorted(set(view.changed) | set(view.retired)):
+        body = view.dump(key)
+        if body is None:
+            continue
+        old = loaded.bodies.get(key)
+        timer = None if body.get("tombstone") else _timer_json(key[0], body)
+        old_timer = _timer_json(key[0], old) if old and not old.get("tombstone") else None
+        instance = (body.get("facts") or {}).get("instance_id") if key[0] == "node" else None
+        old_instance = ((old or {}).get("facts") or {}).get("instance_id")
+        writes.append(RecordWrite(key, body, loaded.revs.get(key, 0), timer, old_timer,
+                                  instance if instance and instance != old_instance else None,
+                                  _expires(key, body, config)))
+    return writes
+
+
+def _timer_json(kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    timer = timer_of(kind, body) if kind in ("job", "node", "incident", "fleet") else None
+    return timer.model_dump(mode="json") if timer else None
+
+
+def _expires(key: RecordKey, body: dict[str, Any], config: PolicyConfig) -> int | None:
+    """Task records leave after the retention period once their task stopped (DynamoDB TTL)."""
+    stopped = body.get("stopped_at") if key[0] == "task" else None
+    if not stopped:
+        return None
+    return int((parse_iso(str(stopped)) + config.retention).timestamp())
+
+
+def _event_payload(envelope: Envelope, partition_key: str) -> dict[str, Any]:
+    return {"envelope": envelope.model_dump(mode="json"), "partition_key": partition_key}
+
+
+def _partition(subject: Subject, fallback: str) -> str:
+    return subject.node or subject.job or subject.task or fallback
+
+
+def _emit_owner(emit: Emit) -> RecordKey | None:
+    data = emit.data
+    kind = getattr(data, "kind", None)
+    if data.TYPE == "RecoveryRecorded":
+        return (str(kind), str(getattr(data, "key", "")))
+    return _subject_owner(emit.subject)
+
+
+def _order_owner(order: Order) -> RecordKey | None:
+    if order.incident_id:
+        return ("incident", order.incident_id)
+    if order.job_id:
+        return ("job", order.job_id)
+    return _subject_owner(order.subject)
+
+
+def _subject_owner(subject: Subject) -> RecordKey | None:
+    if subject.incident:
+        return ("incident", subject.incident)
+    if subject.job:
+        return ("job", subject.job)
+    if subject.node:
+        return ("node", subject.node)
+    if subject.task:
+        return ("task", subject.task)
+    return FLEET_KEY

@@ -12,11 +12,20 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from events_schema.commands import Command, Step, command_from_v1
 from events_schema.envelope import EventData, Registry
+from events_schema.notices import NOTICE_SEVERITY, Notice, Seen, Severity
 
 NodeRepairState = Literal[
-    "HEALTHY", "SUSPECT", "CHECKING", "REBOOTING", "VERIFYING", "QUARANTINED", "REPLACED"
+    "HEALTHY", "SUSPECT", "CHECKING", "REBOOTING", "VERIFYING", "QUARANTINED", "REPLACED", "MISCONFIGURED"
 ]
+IncidentOutcome = Literal[
+    "recovered", "healthy", "application_fault", "quarantined", "replaced", "misconfigured", "escalated",
+    "released", "failed",
+]
+OutcomeStatus = Literal["succeeded", "failed", "unknown"]
+# Why a call failed: "refused" is AWS's answer (a 4xx); the others leave it unknown whether it took effect.
+ErrorKind = Literal["refused", "throttled", "unavailable", "timeout", "unknown"]
 JobState = Literal[
     "RUNNING", "INTERRUPTED", "RECOVERING", "RESTARTING", "WAITING_CAPACITY", "COMPLETED", "FAILED",
     "STOPPED_BY_USER",
@@ -24,7 +33,6 @@ JobState = Literal[
 Verdict = Literal["healthy", "application_fault", "hardware_fault", "misconfigured", "inconclusive"]
 # "reconfigure": a configuration fault (DCGM severity CONFIG); a reboot would not change it.
 RepairAction = Literal["none", "reboot", "quarantine", "reconfigure"]
-Severity = Literal["info", "action_needed", "page"]
 SignalKind = Literal[
     "xid", "ecc", "row_remap_failure", "thermal", "power", "gpu_count_drop", "fell_off_bus", "health_check",
 ]
@@ -98,14 +106,6 @@ def health_check_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Action(_Part):
-    """One AWS side effect the recovery policy asks for."""
-
-    type: str
-    target: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
 class IncidentOpened(EventData):
     TYPE: ClassVar[str] = "IncidentOpened"
     incident_id: str
@@ -120,7 +120,7 @@ class IncidentClosed(EventData):
     TYPE: ClassVar[str] = "IncidentClosed"
     incident_id: str
     node_arn: str
-    outcome: Literal["recovered", "application_fault", "quarantined", "replaced", "escalated", "failed"]
+    outcome: IncidentOutcome
     reason: str = ""
 
 
@@ -128,24 +128,43 @@ class DecisionRecorded(EventData):
     """Appended before the AWS call it names; the idempotency key makes the call happen once."""
 
     TYPE: ClassVar[str] = "DecisionRecorded"
+    VERSION: ClassVar[int] = 2
     idempotency_key: str
-    action: Action
+    action: Command
     incident_id: str | None = None
     job_id: str | None = None
-    step: str
+    step: Step = Field(description="The step of recovery the call belongs to: `stop_ranks`, `health_check`, "
+                       "`reboot`, `restart`, `notify`, ...; its outcome is routed by it.")
     reason: str = ""
 
 
 class ActionOutcome(EventData):
     TYPE: ClassVar[str] = "ActionOutcome"
+    VERSION: ClassVar[int] = 2
     idempotency_key: str
-    action: Action
+    action: Command
     incident_id: str | None = None
     job_id: str | None = None
-    # "unknown": the consumer stopped between claiming a non-repeatable call and recording its result.
-    status: Literal["succeeded", "failed", "unknown"]
+    step: Step | None = Field(None, description="The step of recovery the call belonged to.")
+    # "unknown": it is not known whether the call took effect (throttled, 5xx, timeout, or the consumer
+    # stopped between claiming it and recording its result); it is checked again, never read as "failed".
+    status: OutcomeStatus
     detail: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    error_kind: ErrorKind | None = Field(None, description="Why it failed or is unknown: `refused` (AWS said no), "
+                                         "`throttled`, `unavailable` (5xx), `timeout`, `unknown`.")
+
+
+_V1_STEPS = {"stop_siblings": "stop_ranks"}
+
+
+def decision_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 carried ``action: {type, target, params}`` and a free-text step."""
+    out = dict(data)
+    out["action"] = command_from_v1(dict(data.get("action") or {}))
+    if "step" in data:
+        out["step"] = _V1_STEPS.get(str(data["step"]), data["step"])
+    return out
 
 
 class NodeStateChanged(EventData):
@@ -155,6 +174,8 @@ class NodeStateChanged(EventData):
     reason: str = ""
     incident_id: str | None = None
     ec2_instance_id: str | None = None
+    order: int | None = Field(None, description="Where this change falls among the node's changes (the higher, "
+                              "the later), whatever the event times say.")
 
 
 class JobStateChanged(EventData):
@@ -164,6 +185,8 @@ class JobStateChanged(EventData):
     reason: str = ""
     incident_id: str | None = None
     restart_count: int = 0
+    order: int | None = Field(None, description="Where this change falls among the job's changes (the higher, "
+                              "the later), whatever the event times say.")
 
 
 class DeadlineExpired(EventData):
@@ -176,36 +199,6 @@ class DeadlineExpired(EventData):
     incident_id: str | None = None
     job_id: str | None = None
     node_arn: str | None = None
-
-
-class Seen(_Part):
-    xids: list[int] = Field(default_factory=list, description="The XIDs seen on the node.")
-    verdict: str | None = Field(None, description="The DCGM verdict, if a check reported.")
-    reason: str = Field("", description="What was seen, in words.")
-
-
-class Notice(_Part):
-    """What a human is told: the ``default`` body of the SNS message, rendered for email and chat too.
-
-    A burst (one cause, many nodes or jobs) is one notice listing them all.
-    """
-
-    kind: str = Field(description="What happened: `job_failed`, `node_quarantined`, `breaker_open`, ...")
-    severity: Severity = Field("action_needed", description="`info`, `action_needed` or `page`.")
-    cluster: str = Field(description="The ECS cluster name.")
-    title: str = Field("", description="One line, for a chat title or an email subject.")
-    summary: str = Field(description="What was seen and done, in words.")
-    next_step: str = Field("", description="What a person should do next.")
-    incident_id: str | None = Field(None, description="The incident, when there is one.")
-    node_arn: str | None = Field(None, description="The node, when the notice is about one.")
-    instance_id: str | None = Field(None, description="The node's EC2 (or managed) instance id.")
-    job_ids: list[str] = Field(default_factory=list, description="The jobs concerned.")
-    node_arns: list[str] = Field(default_factory=list, description="Every node concerned (a burst lists them all).")
-    incident_ids: list[str] = Field(default_factory=list, description="Every incident concerned.")
-    seen: Seen = Field(default_factory=Seen, description="What was seen.")
-    done: list[str] = Field(default_factory=list, description="The recorded steps (idempotency keys) so far.")
-    at: datetime | None = Field(None, description="When.")
-    test: bool = Field(False, description="A test notification from `gpu-recovery notify test`: no action needed.")
 
 
 class NotificationSent(EventData):
@@ -221,12 +214,6 @@ class NotificationSent(EventData):
     node_arn: str | None = None
 
 
-NOTICE_SEVERITY: dict[str, Severity] = {
-    "job_failed": "page", "escalation": "page", "deadline_expired": "page", "budget_exhausted": "page",
-    "node_quarantined": "action_needed", "node_replaced": "info", "replace_failed": "action_needed",
-    "node_misconfigured": "action_needed", "breaker_open": "action_needed", "out_of_service_cap": "page",
-    "waiting_capacity": "info", "job_at_risk": "action_needed", "maintenance_scheduled": "info", "test": "info",
-}
 
 
 def notification_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -274,8 +261,53 @@ class RecordParked(EventData):
 REGISTRY = Registry()
 REGISTRY.register(HealthCheckReported, {1: health_check_v1_to_v2, 2: health_check_v2_to_v3})
 REGISTRY.register(NotificationSent, {1: notification_v1_to_v2})
+REGISTRY.register(DecisionRecorded, {1: decision_v1_to_v2})
+REGISTRY.register(ActionOutcome, {1: decision_v1_to_v2})
 for _model in (
-    IncidentOpened, IncidentClosed, DecisionRecorded, ActionOutcome, NodeStateChanged, JobStateChanged,
+    IncidentOpened, IncidentClosed, NodeStateChanged, JobStateChanged,
     DeadlineExpired, RecordParked, GpuHealthSignal,
 ):
     REGISTRY.register(_model)
+
+
+__all__ = ["NOTICE_SEVERITY", "Notice", "Seen", "Severity"]
+
+
+RecordKind = Literal["job", "node", "incident", "fleet"]
+
+
+class RecoveryRecorded(EventData):
+    """The recovery's decided state of one record after a decision: replay folds these (and ECS's own
+    events) into the recovery's state; live never reads them back."""
+
+    TYPE: ClassVar[str] = "RecoveryRecorded"
+    kind: RecordKind = Field(description="Which record: `job`, `node`, `incident` or `fleet`.")
+    key: str = Field(description="The record's key: job id, container instance ARN, incident id, or `fleet`.")
+    version: int = Field(ge=1, description="The record's decision version: the highest wins, so order and "
+                         "duplicates do not matter.")
+    record: dict[str, Any] = Field(default_factory=dict, description="The decided part of the record.")
+
+
+class TaskTagsCaptured(EventData):
+    """A task's tags, read once (ECS forgets stopped tasks; task events carry no tags)."""
+
+    TYPE: ClassVar[str] = "TaskTagsCaptured"
+    task_arn: str = Field(description="The task whose tags these are.")
+    tags: list[dict[str, str]] = Field(default_factory=list, description="The task's tags as ECS returned them.")
+    job_id: str | None = None
+
+
+class OperatorRequested(EventData):
+    """A person asked for something: return a node to service (through a check), or cancel a job's recovery."""
+
+    TYPE: ClassVar[str] = "OperatorRequested"
+    request: Literal["release_node", "cancel_job"] = Field(description="`release_node` or `cancel_job`.")
+    node_arn: str | None = Field(None, description="The node to release (`release_node`).")
+    job_id: str | None = Field(None, description="The job to cancel (`cancel_job`).")
+    requested_by: str = Field("", description="Who asked (the CLI records the caller's identity when known).")
+    reason: str = ""
+
+
+REGISTRY.register(RecoveryRecorded)
+REGISTRY.register(TaskTagsCaptured)
+REGISTRY.register(OperatorRequested)

@@ -24,15 +24,19 @@ class AwsClients:
     def session(self) -> Any:
         return self._session
 
-    def client(self, service: str) -> Any:
-        if service not in self._cache:
-            self._cache[service] = self._make(service)
-        return self._cache[service]
+    def client(self, service: str, *, retries: bool = True) -> Any:
+        """A client; ``retries=False`` gives one without botocore's automatic retries, for calls that are
+        not safe to repeat blindly (StartTask, reboots): recovery checks before it asks again."""
+        name = service if retries else f"{service}/once"
+        if name not in self._cache:
+            self._cache[name] = self._make(service, retries)
+        return self._cache[name]
 
-    def _make(self, service: str) -> Any:
+    def _make(self, service: str, retries: bool = True) -> Any:
+        attempts = 5 if retries else 1
         kwargs: dict[str, Any] = {
             "region_name": self.settings.region,
-            "config": Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
+            "config": Config(retries={"total_max_attempts": attempts, "mode": "standard"}, max_pool_connections=32),
         }
         # The KCL daemon needs an HTTP/2 Kinesis locally (kinesis-local); the Python side shares it.
         endpoint = (service == "kinesis" and self.settings.kinesis_endpoint_url) or self.settings.endpoint_url

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from consumers.core.errors import ConfigError
 
+DEFAULT_IDENTITY: tuple[Literal["group", "tag", "startedBy"], ...] = ("group", "tag", "startedBy")
+
 
 def _env(default: Any, *names: str) -> Any:
     return Field(default, validation_alias=AliasChoices(*names))
@@ -89,8 +91,38 @@ class Settings(BaseSettings):
         "GPU_RECOVERY_RESTART_BACKOFF_S", "restart_backoff_s"))
     replace_instances: bool = Field(False, validation_alias=AliasChoices(
         "GPU_RECOVERY_REPLACE_INSTANCES", "replace_instances"))
+    restart_budget_window_s: int = Field(86_400, ge=60, le=90 * 86_400, validation_alias=AliasChoices(
+        "GPU_RECOVERY_RESTART_BUDGET_WINDOW_S", "restart_budget_window_s"))
+    max_out_of_service_fraction: float = Field(0.2, gt=0, le=1, validation_alias=AliasChoices(
+        "GPU_RECOVERY_MAX_OUT_OF_SERVICE_FRACTION", "max_out_of_service_fraction"))
+    min_out_of_service_nodes: int = Field(2, ge=1, le=10_000, validation_alias=AliasChoices(
+        "GPU_RECOVERY_MIN_OUT_OF_SERVICE_NODES", "min_out_of_service_nodes"))
+    proactive_action: Literal["notify", "stop_job"] = Field("notify", validation_alias=AliasChoices(
+        "GPU_RECOVERY_PROACTIVE_ACTION", "proactive_action"))
+    future_skew_s: int = Field(300, ge=0, le=86_400, validation_alias=AliasChoices(
+        "GPU_RECOVERY_FUTURE_SKEW_S", "future_skew_s"))
+    notice_window_s: int = Field(60, ge=0, le=3_600, validation_alias=AliasChoices(
+        "GPU_RECOVERY_NOTICE_WINDOW_S", "notice_window_s"))
+    maintenance_lead_s: int = Field(7_200, ge=0, le=30 * 86_400, validation_alias=AliasChoices(
+        "GPU_RECOVERY_MAINTENANCE_LEAD_S", "maintenance_lead_s"))
+    siblings_deadline_s: int = Field(120, ge=1, le=86_400, validation_alias=AliasChoices(
+        "GPU_RECOVERY_SIBLINGS_DEADLINE_S", "siblings_deadline_s"))
+    job_identity: Annotated[list[Literal["group", "tag", "startedBy"]], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_IDENTITY),
+        validation_alias=AliasChoices("GPU_RECOVERY_JOB_IDENTITY", "job_identity"))
+    job_tag_key: str = Field("gpu-recovery:job", min_length=1, max_length=128, validation_alias=AliasChoices(
+        "GPU_RECOVERY_JOB_TAG_KEY", "job_tag_key"))
+    services_are_jobs: bool = Field(False, validation_alias=AliasChoices(
+        "GPU_RECOVERY_SERVICES_ARE_JOBS", "services_are_jobs"))
     dry_run: bool = Field(False, validation_alias=AliasChoices("GPU_RECOVERY_DRY_RUN", "dry_run"))
     metrics: bool = Field(True, validation_alias=AliasChoices("GPU_RECOVERY_METRICS", "metrics"))
+
+    @field_validator("job_identity", mode="before")
+    @classmethod
+    def _split_identity(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("gpu_task_families", mode="before")
     @classmethod

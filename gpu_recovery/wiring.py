@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,18 +13,15 @@ from consumers.adapters.kinesis import KinesisStreamWriter
 from consumers.adapters.ledger import DynamoLedger
 from consumers.adapters.metrics import CloudWatchMetrics, Metrics, NullMetrics
 from consumers.adapters.recovery_store import DynamoRecoveryStore
-from consumers.adapters.state_lock import DynamoStateLock
+from consumers.core.facts import IdentityRules, IdentitySource
 from consumers.core.recovery.config import PolicyConfig
-from consumers.core.recovery.policy import RecoveryPolicy
 from consumers.projector import Projector
 from consumers.recovery import RecoveryConsumer, no_fault
 from consumers.runtime.local_reader import DynamoCheckpoints, LocalReader
 from consumers.runtime.processor import BatchHandler, ShardProcessor
-from events_schema.rules import ingest_rules
 from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP, projection_config
 from gpu_recovery.aws import AwsClients
 from gpu_recovery.settings import Settings
-from local.bridge import EventBridgeBridge
 
 
 def build_projector(clients: AwsClients) -> Projector:
@@ -51,10 +46,6 @@ def stream_writer(clients: AwsClients) -> KinesisStreamWriter:
     return KinesisStreamWriter(clients.client("kinesis"), clients.settings.stream_name)
 
 
-def bridge(clients: AwsClients) -> EventBridgeBridge:
-    return EventBridgeBridge(ingest_rules(clients.settings.cluster_arn), stream_writer(clients))
-
-
 def local_reader(clients: AwsClients, application: str, handler: BatchHandler) -> LocalReader:
     """An in-process reader for one application: one ShardProcessor per shard, as the daemon does.
 
@@ -77,19 +68,41 @@ def _propagate(exc: BaseException) -> None:
 def policy_config(settings: Settings) -> PolicyConfig:
     return PolicyConfig(
         cluster_name=settings.cluster_name,
+        cluster_arn=settings.cluster_arn,
         health_check_family=settings.health_check_task,
-        job_id_source=settings.job_id_source,
-        gpu_task_families=frozenset(settings.gpu_task_families),
+        identity=IdentityRules(
+            order=tuple(_identity_order(settings)), tag_key=settings.job_tag_key,
+            services_are_jobs=settings.services_are_jobs, health_check_family=settings.health_check_task,
+            gpu_task_families=frozenset(settings.gpu_task_families),
+        ),
         max_job_restarts=settings.max_job_restarts,
+        restart_budget_window=timedelta(seconds=settings.restart_budget_window_s),
         breaker_fraction=settings.breaker_fraction,
+        max_out_of_service_fraction=settings.max_out_of_service_fraction,
+        min_out_of_service_nodes=settings.min_out_of_service_nodes,
         fault_window=timedelta(days=settings.fault_window_days),
         health_check_deadline=timedelta(seconds=settings.health_check_deadline_s),
         reboot_deadline=timedelta(seconds=settings.reboot_deadline_s),
         restart_deadline=timedelta(seconds=settings.restart_deadline_s),
         capacity_deadline=timedelta(seconds=settings.capacity_deadline_s),
+        siblings_deadline=timedelta(seconds=settings.siblings_deadline_s),
         restart_backoff=timedelta(seconds=settings.restart_backoff_s),
+        notice_window=timedelta(seconds=settings.notice_window_s),
+        maintenance_lead=timedelta(seconds=settings.maintenance_lead_s),
+        retention=timedelta(days=settings.ttl_days),
+        future_skew=timedelta(seconds=settings.future_skew_s),
         replace_instances=settings.replace_instances,
+        proactive_action=settings.proactive_action,
     )
+
+
+def _identity_order(settings: Settings) -> list[IdentitySource]:
+    """``job_id_source=startedBy`` (the older setting) puts startedBy first."""
+    order: list[IdentitySource] = list(settings.job_identity)
+    if settings.job_id_source == "startedBy" and "startedBy" in order:
+        order.remove("startedBy")
+        order.insert(0, "startedBy")
+    return order
 
 
 def topic_arn(settings: Settings) -> str:
@@ -103,24 +116,27 @@ def build_recovery(
     fault: Callable[[str, str | None], None] = no_fault,
     wrap_actuator: Callable[[Any], Any] = lambda actuator: actuator,
     wrap_writer: Callable[[Any], Any] = lambda writer: writer,
+    owner: str | None = None,
 ) -> RecoveryConsumer:
     """The recovery consumer; the wrappers let the local stack observe its calls and its events."""
     settings = clients.settings
     dynamodb = clients.client("dynamodb")
-    # Every process running it (one per shard under the KCL) takes turns on the one shared state.
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    store = DynamoRecoveryStore(dynamodb, settings.recovery_table, retention_days=settings.ttl_days)
+    key = store.check_key()
+    actuator = AwsActuator(clients.client, cluster=settings.cluster_name, topic_arn=topic_arn(settings),
+                           check_key=key)
     return RecoveryConsumer(
-        RecoveryPolicy(policy_config(settings)),
-        DynamoRecoveryStore(dynamodb, settings.recovery_table),
+        replace(policy_config(settings), secret_key=key),
+        store,
         wrap_writer(stream_writer(clients)),
-        wrap_actuator(AwsActuator(clients, cluster=settings.cluster_name, topic_arn=topic_arn(settings))),
-        DynamoLedger(dynamodb, settings.ledger_table),
+        wrap_actuator(actuator),
+        DynamoLedger(dynamodb, settings.ledger_table, retention_s=settings.ttl_days * 86_400),
         DynamoParkingLot(dynamodb, settings.parked_table),
         clock=clock or (lambda: datetime.now(UTC)),
+        owner=owner,
         dry_run=settings.dry_run,
         fault=fault,
         metrics=metrics(clients),
-        lock=DynamoStateLock(dynamodb, settings.recovery_table, owner),
     )
 
 

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from consumers.core.clocktext import iso
@@ -32,10 +33,17 @@ class SimNode:
     status: str = "ACTIVE"
     attributes: dict[str, str] = field(default_factory=dict)
     registered_at: str = ""
+    booted_at: str = ""
+    # GPUs given to running tasks (ECS's remainingResources is what is left).
+    gpus_used: dict[str, int] = field(default_factory=dict)
 
     @property
     def external(self) -> bool:
         return self.instance_id.startswith("mi-")
+
+    @property
+    def gpus_free(self) -> int:
+        return len(self.gpu_ids) - sum(self.gpus_used.values())
 
 
 @dataclass
@@ -58,6 +66,7 @@ class SimTask:
     stopped_reason: str | None = None
     started_at: str | None = None
     stopped_at: str | None = None
+    gpus: int = 0
 
 
 class FleetSimulator:
@@ -83,6 +92,7 @@ class FleetSimulator:
         self.nodes: dict[str, SimNode] = {}
         self.tasks: dict[str, SimTask] = {}
         self.events_emitted = 0
+        self._health_events = 0
 
     # --- nodes ----------------------------------------------------------------------------------
 
@@ -111,6 +121,7 @@ class FleetSimulator:
                 name=f"{prefix}-{index}", instance_id=instance_id, arn=registered["containerInstanceArn"],
                 gpu_ids=[f"GPU-{uuid.uuid5(uuid.NAMESPACE_URL, f'{instance_id}/{g}')}" for g in range(gpus)],
                 instance_type=instance_type, registered_at=iso(self.clock.now()),
+                booted_at=iso(self.clock.now() - timedelta(days=1)),
                 attributes={"ecs.instance-type": instance_type, "ecs.os-type": "linux"},
             )
             self.nodes[node.arn] = node
@@ -160,6 +171,7 @@ class FleetSimulator:
         started_by: str | None,
         overrides_for: Callable[[int], dict[str, Any]] | None = None,
         tags: list[dict[str, str]] | None = None,
+        gpus: int | None = None,
     ) -> list[SimTask]:
         """Start one task per node through moto's StartTask, as a user's launcher would."""
         started = []
@@ -177,7 +189,7 @@ class FleetSimulator:
                 kwargs["tags"] = tags
             response = self.ecs.start_task(**kwargs)
             started.append(self.track_task(response["tasks"][0]["taskArn"], node, task_definition_arn,
-                                           group, started_by, overrides, tags or []))
+                                           group, started_by, overrides, tags or [], gpus=gpus))
         return started
 
     def track_task(self, arn: str, node: SimNode | None, task_definition_arn: str, group: str | None,
@@ -187,10 +199,21 @@ class FleetSimulator:
         task = SimTask(
             arn=arn, node_arn=node.arn if node else None, task_definition_arn=task_definition_arn,
             group=group, started_by=started_by, overrides=overrides,
-            gpu_ids=[str(g) for g in range(count)], tags=tags, created_at=iso(self.clock.now()),
+            gpu_ids=[str(g) for g in range(count)], tags=tags, created_at=iso(self.clock.now()), gpus=count,
         )
         self.tasks[arn] = task
+        if node is not None and count:
+            # ECS gives the task its GPUs at placement and says so in a container-instance event.
+            node.gpus_used[arn] = count
+            node.version += 1
+            self.emit([self.node_event(node)])
         return task
+
+    def release_gpus(self, task: SimTask) -> None:
+        node = self.nodes.get(task.node_arn or "")
+        if node is not None and node.gpus_used.pop(task.arn, 0):
+            node.version += 1
+            self.emit([self.node_event(node)])
 
     def advance_task(self, task: SimTask, status: str, **changes: Any) -> dict[str, Any]:
         """Move a task to a status, bump its version, and return the event ECS emits for it."""
@@ -204,7 +227,10 @@ class FleetSimulator:
             task.desired_status = "STOPPED"
             task.stopped_at = task.stopped_at or now
         task.version += 1
-        return self.task_event(task)
+        event = self.task_event(task)
+        if status == "STOPPED":
+            self.release_gpus(task)
+        return event
 
     def run_to_running(self, tasks: Sequence[SimTask]) -> None:
         for status in ("PENDING", "RUNNING"):
@@ -266,6 +292,19 @@ class FleetSimulator:
                 detail[key] = value
         return self._envelope("ECS Task State Change", task.arn, detail)
 
+    def health_event(self, node: SimNode, check: str, status: str) -> dict[str, Any]:
+        """An ECS container instance health change (the agent's own checks, e.g. ACCELERATED_COMPUTE)."""
+        now = iso(self.clock.now())
+        self._health_events += 1
+        detail = {
+            "clusterArn": self.cluster_arn, "containerInstanceArn": node.arn, "ec2InstanceId": node.instance_id,
+            "overallStatus": status,
+            "healthChecks": [{"type": check, "status": status, "lastUpdated": now, "lastStatusChange": now}],
+        }
+        event = self._envelope("ECS Container Instance Health Change", node.arn, detail)
+        event["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{node.arn}/health/{self._health_events}"))
+        return event
+
     def node_event(self, node: SimNode) -> dict[str, Any]:
         detail = {
             "agentConnected": node.agent_connected,
@@ -277,6 +316,9 @@ class FleetSimulator:
                 {"name": "CPU", "type": "INTEGER", "integerValue": 98304},
                 {"name": "MEMORY", "type": "INTEGER", "integerValue": 1143552},
                 {"name": "GPU", "type": "STRINGSET", "stringSetValue": node.gpu_ids},
+            ],
+            "remainingResources": [
+                {"name": "GPU", "type": "STRINGSET", "stringSetValue": node.gpu_ids[sum(node.gpus_used.values()):]},
             ],
             "registeredAt": node.registered_at,
             "status": node.status,

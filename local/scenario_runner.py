@@ -10,14 +10,16 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis import KinesisStreamWriter
+from consumers.adapters.recovery_store import record_key
 from consumers.core.errors import ConfigError
 from consumers.core.projection import JOB, NODE, TASK
-from consumers.core.recovery.state import REPAIRING
+from consumers.core.recovery.model import Incident, Job, Node, TaskRecord
+from consumers.core.recovery.record import summary
 from consumers.recovery import InjectedStop, RecoveryConsumer, no_fault
 from consumers.runtime.local_reader import LocalReader
 from consumers.runtime.processor import FatalProcessorError
@@ -29,12 +31,15 @@ from gpu_recovery.wiring import PROJECTOR_APP, RECOVERY_APP, build_projector, bu
 from local.bridge import EventBridgeBridge
 from local.call_log import CallLog, RecordingActuator
 from local.clock import VirtualClock
+from local.ecs_semantics import EcsSemantics, InjectedError
 from local.provision import provision
 from local.reactive_fleet import ReactiveFleet
-from local.scenario import Scenario
+from local.scenario import EventSpec, Scenario, Spares
 
 Say = Callable[[str], None]
-MAX_STEPS = 20_000
+MAX_STEPS = 50_000
+IN_REPAIR = frozenset({"CHECKING", "REBOOTING", "VERIFYING"})
+OUT_OF_SERVICE = IN_REPAIR | {"QUARANTINED", "REPLACED", "MISCONFIGURED"}
 
 
 @dataclass
@@ -52,6 +57,10 @@ class ScenarioResult:
     restarted_on: dict[str, list[str]]
     max_in_repair: int
     parked: list[dict[str, Any]]
+    recovery: dict[str, Any] = field(default_factory=dict)
+    max_out_of_service: int = 0
+    double_bookings: list[str] = field(default_factory=list)
+    spares_used: dict[str, int] = field(default_factory=dict)
     expectations: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     virtual_seconds: float = 0.0
@@ -73,7 +82,9 @@ class ScenarioResult:
             "scenario": self.scenario, "title": self.title, "events": self.events, "tables": self.tables,
             "actions": self.actions, "notifications": self.notifications, "incidents": self.incidents,
             "job_states": self.job_states, "node_states": self.node_states, "restarts": self.restarts,
-            "max_in_repair": self.max_in_repair, "parked": self.parked, "expectations": self.expectations,
+            "restarted_on": self.restarted_on, "max_in_repair": self.max_in_repair,
+            "max_out_of_service": self.max_out_of_service, "double_bookings": self.double_bookings,
+            "parked": self.parked, "recovery": self.recovery, "expectations": self.expectations,
             "ok": self.ok, "seconds": round(self.seconds, 3), "virtual_seconds": self.virtual_seconds,
             "consumer_restarts": self.consumer_restarts, "consumer_scans": self.consumer_scans,
         }
@@ -119,8 +130,8 @@ class _Tee:
         self._inner = inner
         self._on_event = on_event
 
-    def append(self, envelopes: Sequence[Envelope]) -> list[str]:
-        result = self._inner.append(envelopes)
+    def append(self, envelopes: Sequence[Envelope], partition_keys: Sequence[str] | None = None) -> list[str]:
+        result = self._inner.append(envelopes, partition_keys)
         for envelope in envelopes:
             self._on_event(envelope)
         return result
@@ -140,10 +151,12 @@ class ScenarioRun:
         self.clock = VirtualClock()
         self.started_virtual = self.clock.now()
         self.calls = CallLog()
-        self.in_repair: set[str] = set()
+        self.repair_states: dict[str, str] = {}
         self.max_in_repair = 0
+        self.max_out_of_service = 0
         self.consumer_restarts = 0
         self._seen_events: set[str] = set()
+        self._job_nodes: dict[str, set[str]] = {}
 
     # --- set-up -----------------------------------------------------------------------------------
 
@@ -164,14 +177,18 @@ class ScenarioRun:
                                    "essential": True}],
         )
         delivery = self.scenario.delivery
-        writer = KinesisStreamWriter(self.sim_clients.client("kinesis"), self.settings.stream_name)
-        self.bridge = ChaosBridge(ingest_rules(self.settings.cluster_arn), writer, duplicate=delivery.duplicate,
+        self.writer = KinesisStreamWriter(self.sim_clients.client("kinesis"), self.settings.stream_name)
+        self.bridge = ChaosBridge(ingest_rules(self.settings.cluster_arn), self.writer, duplicate=delivery.duplicate,
                                   shuffle=delivery.shuffle, seed=delivery.seed)
         self.fleet = ReactiveFleet(
             self.sim_clients.client("ecs"), self.sim_clients.client("ec2"), self.clock, self.bridge.publish,
             cluster_name=self.settings.cluster_name, account_id=self.settings.account_id, region=self.settings.region,
-            reports=writer, health_check_family=self.settings.health_check_task,
+            reports=self.writer, health_check_family=self.settings.health_check_task,
         )
+        self.semantics = EcsSemantics(self.fleet.free_gpus, self.fleet.gpus_of, self.clock.now)
+        self.semantics.injected = [InjectedError(self.clock.now() + timedelta(seconds=e.at), e.action, e.error, e.count)
+                                   for e in self.scenario.errors]
+        self.semantics.attach(recovery_session)
         self.projector = build_projector(self.sim_clients)
         self.projector_reader = local_reader(self.sim_clients, PROJECTOR_APP, self.projector)
         self._start_recovery()
@@ -181,11 +198,12 @@ class ScenarioRun:
 
     def _start_recovery(self) -> None:
         self.recovery: RecoveryConsumer = build_recovery(
-            self.recovery_clients, clock=self.clock.now, fault=self.fault,
+            self.recovery_clients, clock=self.clock.now, fault=self.fault, owner="local",
             wrap_actuator=lambda actuator: RecordingActuator(actuator, self.calls),
             wrap_writer=lambda writer: _Tee(writer, self._narrate),
         )
         self.recovery_reader: LocalReader = local_reader(self.sim_clients, RECOVERY_APP, self.recovery)
+        self._guard(self.recovery.resume)
 
     # --- the run ----------------------------------------------------------------------------------
 
@@ -200,7 +218,7 @@ class ScenarioRun:
         self.say(f"fleet: {len(nodes)} GPU nodes ({self.scenario.fleet.gpus} GPUs each) in cluster "
                  f"{self.settings.cluster_name}")
         for job in self.scenario.jobs:
-            self._launch(job.id, job.nodes, job.family, job.tags)
+            self._launch(job.id, job.nodes, job.family, job.tags, job.gpus or self.scenario.fleet.gpus)
         for fault in self.scenario.faults:
             fleet.at(fault.at, functools.partial(self._inject, fault), f"fault on {fault.node}")
         for event in self.scenario.events:
@@ -208,12 +226,18 @@ class ScenarioRun:
         self._loop()
         return self._result(time.monotonic() - started)
 
-    def _launch(self, job_id: str, node_names: list[str], family: str, tags: list[dict[str, str]]) -> None:
+    def _launch(self, job_id: str, node_names: list[str], family: str, tags: list[dict[str, str]],
+                gpus: int) -> None:
         fleet = self.fleet
-        task_definition = fleet.register_training_family(family, gpus=self.scenario.fleet.gpus)
+        task_definition = fleet.register_training_family(family, gpus=gpus)
         nodes = [fleet.node_by_name(name) for name in node_names]
+        for node in nodes:
+            if node.gpus_free < gpus * node_names.count(node.name):
+                raise ConfigError(f"scenario {self.scenario.name}: job {job_id} needs {gpus} GPUs per rank; "
+                                  f"{node.name} has {node.gpus_free} free")
+        self._job_nodes[job_id] = {n.name for n in nodes}
         tasks = fleet.start_tasks(
-            task_definition, nodes, group=job_id, started_by="trainer-launcher", tags=tags,
+            task_definition, nodes, group=job_id, started_by="trainer-launcher", tags=tags, gpus=gpus,
             overrides_for=lambda rank: {"containerOverrides": [{"name": "trainer", "environment": [
                 {"name": "RANK", "value": str(rank)}, {"name": "WORLD_SIZE", "value": str(len(nodes))}]}]},
         )
@@ -227,32 +251,41 @@ class ScenarioRun:
                  + (f", check {fault.check}" if fault.check != "ok" else ""))
         self.fleet.inject_fault(fault)
 
-    def _scripted(self, event: Any) -> None:
+    def _scripted(self, event: EventSpec) -> None:
         fleet = self.fleet
-        self.say(f"{self._t()} EVENT   {event.type} {event.node or event.job}")
-        if event.type == "agent_reconnect":
+        self.say(f"{self._t()} EVENT   {event.type} {event.node or event.job or ''}".rstrip())
+        if event.type == "agent_reconnect" and event.node:
             fleet.agent_reconnect(fleet.node_by_name(event.node))
-        elif event.type == "user_stop":
+        elif event.type == "user_stop" and event.job:
             fleet.user_stop(event.job)
-        elif event.type == "stray_check_task":
+        elif event.type == "stray_check_task" and event.node:
             fleet.stray_check_task(fleet.node_by_name(event.node))
+        elif event.type == "raw" and event.record is not None:
+            self._raw(event)
+        else:
+            fleet.scripted(event)
+
+    def _raw(self, event: EventSpec) -> None:
+        """Anyone who may write to the stream puts a record on it: no rule, no check on the way."""
+        record = dict(event.record or {})
+        detail: dict[str, Any] = record["detail"] if isinstance(record.get("detail"), dict) else {}
+        subject: dict[str, Any] = record["subject"] if isinstance(record.get("subject"), dict) else {}
+        key = (event.partition_key or str(detail.get("containerInstanceArn") or detail.get("taskArn") or "")
+               or str(subject.get("node") or subject.get("job") or "") or "raw")
+        self.writer.put_raw([(json.dumps(record).encode(), key)])
 
     def _loop(self) -> None:
         end = self.started_virtual.timestamp() + self.scenario.run_for
         for _ in range(MAX_STEPS):
             if self._pump():
                 continue
-            upcoming = [t for t in (self.fleet.next_due(), self._next_deadline()) if t is not None]
+            upcoming = [t for t in (self.fleet.next_due(), self.recovery.next_deadline()) if t is not None]
             if not upcoming or min(upcoming).timestamp() > end:
                 return
             self.clock.advance_to(min(upcoming))
             self.fleet.run_due()
             self._guard(self.recovery.on_idle)
         raise RuntimeError(f"scenario {self.scenario.name} did not settle in {MAX_STEPS} steps")
-
-    def _next_deadline(self) -> datetime | None:
-        due = self.recovery.policy.next_deadline(self.recovery.state)
-        return datetime.fromisoformat(due.replace("Z", "+00:00")) if due else None
 
     def _pump(self) -> int:
         moved = self.projector_reader.poll()
@@ -308,11 +341,10 @@ class ScenarioRun:
             self.say(f"{self._t()} EXPIRED {data['kind']} deadline")
 
     def _track_repair(self, node: str, state: str) -> None:
-        if state in REPAIRING - {"SUSPECT"}:
-            self.in_repair.add(node)
-        else:
-            self.in_repair.discard(node)
-        self.max_in_repair = max(self.max_in_repair, len(self.in_repair))
+        self.repair_states[node] = state
+        states = list(self.repair_states.values())
+        self.max_in_repair = max(self.max_in_repair, sum(s in IN_REPAIR for s in states))
+        self.max_out_of_service = max(self.max_out_of_service, sum(s in OUT_OF_SERVICE for s in states))
 
     # --- the result -------------------------------------------------------------------------------
 
@@ -320,35 +352,32 @@ class ScenarioRun:
         # Drain what is left so the tables show the end state.
         while self._pump():
             pass
-        self.recovery.on_idle()
+        self._guard(self.recovery.on_idle)
         scans = self.consumer_scans  # the consumers' own; the report below reads whole tables on purpose
         store = DynamoProjectionStore(self.sim_clients.client("dynamodb"), self.settings.projection_tables())
         tables = {name: list(store.scan_table(name)) for name in (TASK, JOB, NODE)}
         parked = DynamoParkingLot(self.sim_clients.client("dynamodb"), self.settings.parked_table).list()
+        records = self.live_records()
         changes = self.calls.changes()
-        notifications = []
-        for call in changes:
-            if call.operation == "Publish":
-                body = json.loads(json.loads(call.params["Message"])["default"])
-                notifications.append({"subject": call.params.get("Subject"), **body})
-        state = self.recovery.state
-        incidents = [
-            {"incident_id": i.id, "node": self._name(i.node), "node_arn": i.node, "jobs": i.jobs, "verdict": i.verdict,
-             "xids": i.xids, "outcome": i.outcome, "phase": i.phase, "reboots": i.reboot_attempt,
-             "checks": i.check_attempt, "opened_at": i.opened_at}
-            for i in sorted(state.incidents.values(), key=lambda i: (i.opened_at, i.id))
-        ]
+        notifications = [self._notice(call) for call in changes if call.operation == "Publish"]
         jobs = {row["job_id"]: row for row in tables[JOB]}
+        restarted_on = self._restarted_on(records)
         result = ScenarioResult(
             scenario=self.scenario.name, title=self.scenario.title, events=self.bridge.delivered, tables=tables,
-            actions=[c.as_json() for c in changes], notifications=notifications, incidents=incidents,
+            actions=[c.as_json() for c in changes], notifications=notifications,
+            incidents=[self._incident(i) for i in summary(records)["incidents"]],
             job_states={job_id: str(row.get("state")) for job_id, row in jobs.items()},
             node_states={self._name(row["container_instance_arn"]): str(row.get("repair_state"))
                          for row in tables[NODE]},
             restarts={job_id: int(row.get("restart_count") or 0) for job_id, row in jobs.items()},
-            restarted_on=self._restarted_on(state),
+            restarted_on=restarted_on,
             max_in_repair=self.max_in_repair,
             parked=[{k: v for k, v in p.items() if k != "data_b64"} for p in parked],
+            recovery=summary(records),
+            max_out_of_service=self.max_out_of_service,
+            double_bookings=[f"{self._name(n)}: {why}" for n, why in self.semantics.refused],
+            spares_used={job: sum(n not in self._job_nodes.get(job, set()) for n in nodes)
+                         for job, nodes in restarted_on.items()},
             seconds=seconds,
             virtual_seconds=(self.clock.now() - self.started_virtual).total_seconds(),
             consumer_restarts=self.consumer_restarts,
@@ -357,11 +386,38 @@ class ScenarioRun:
         result.expectations = check_expectations(self.scenario, result)
         return result
 
-    def _restarted_on(self, state: Any) -> dict[str, list[str]]:
+    def live_records(self) -> dict[tuple[str, str], Any]:
+        """Recovery's live state, read whole (a paginated scan: the demo's report, not the consumer's path)."""
+        pages = self.sim_clients.client("dynamodb").get_paginator("scan").paginate(
+            TableName=self.settings.recovery_table, ConsistentRead=True)
+        out: dict[tuple[str, str], Any] = {}
+        models: dict[str, Any] = {"job": Job, "node": Node, "incident": Incident, "task": TaskRecord}
+        for page in pages:
+            for row in page.get("Items", []):
+                key = record_key(row["pk"]["S"], row["sk"]["S"])
+                if key[0] in models and "body" in row:
+                    body = json.loads(row["body"]["S"])
+                    if not body.get("tombstone"):
+                        out[key] = models[key[0]].model_validate(body)
+        return out
+
+    def _incident(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, "node": self._name(row["node_arn"])}
+
+    def _notice(self, call: Any) -> dict[str, Any]:
+        body = json.loads(json.loads(call.params["Message"])["default"])
+        return {"subject": call.params.get("Subject"), **body}
+
+    def _restarted_on(self, records: dict[tuple[str, str], Any]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for job in state.jobs.values():
-            if job.restart_count:
-                out[job.job_id] = sorted(self._name(state.tasks[a].node) for a in job.tasks if a in state.tasks)
+        for key, job in records.items():
+            if key[0] != "job" or not job.plan.restart_total:
+                continue
+            nodes = []
+            for arn, _ in job.facts.ranks.items():
+                task = records.get(("task", arn))
+                nodes.append(self._name(task.node_arn) if task else "?")
+            out[job.job_id] = sorted(nodes)
         return out
 
 
@@ -381,14 +437,49 @@ def check_expectations(scenario: Scenario, result: ScenarioResult) -> list[dict[
     for job, count in expect.restarts.items():
         checks.append((f"job {job} restarts", count, result.restarts.get(job)))
     for job, nodes in expect.restarted_on.items():
-        checks.append((f"job {job} restarted on", sorted(nodes), result.restarted_on.get(job)))
+        checks.append(_restarted_check(job, nodes, result))
     kinds = sorted({n["kind"] for n in result.notifications})
     for kind in expect.notifications:
         checks.append((f"notification {kind}", True, kind in kinds))
     if expect.no_notifications:
         checks.append(("no notifications", [], kinds))
-    if expect.max_in_repair is not None:
-        checks.append(("most nodes in repair at once", f"<= {expect.max_in_repair}",
-                       f"<= {expect.max_in_repair}" if result.max_in_repair <= expect.max_in_repair
-                       else str(result.max_in_repair)))
+    for kind in expect.forbid_notifications:
+        checks.append((f"no {kind} notification", False, kind in kinds))
+    for kind, count in expect.notification_counts.items():
+        checks.append((f"{kind} notifications", count, sum(n["kind"] == kind for n in result.notifications)))
+    checks += _bounds(expect.max_in_repair, "in repair", result.max_in_repair)
+    checks += _bounds(expect.max_out_of_service, "out of service", result.max_out_of_service)
+    if expect.no_double_booking:
+        checks.append(("no StartTask refused for lack of GPUs", [], result.double_bookings))
+    checks += _incident_outcomes(expect.incident_outcomes, result)
+    for kind, count in expect.parked.items():
+        checks.append((f"parked {kind}", count, sum(p.get("reason_kind") == kind for p in result.parked)))
     return [{"check": name, "expected": want, "actual": got, "ok": want == got} for name, want, got in checks]
+
+
+def _bounds(limit: int | None, what: str, actual: int) -> list[tuple[str, Any, Any]]:
+    if limit is None:
+        return []
+    return [(f"most nodes {what} at once", f"<= {limit}", f"<= {limit}" if actual <= limit else str(actual))]
+
+
+def _restarted_check(job: str, want: list[str] | set[str] | Spares, result: ScenarioResult) -> tuple[str, Any, Any]:
+    got = result.restarted_on.get(job)
+    if isinstance(want, Spares):
+        return (f"job {job} restarted on spares", want.spares, result.spares_used.get(job))
+    if isinstance(want, set):
+        return (f"job {job} restarted within", True, bool(got) and set(got or []) <= want)
+    return (f"job {job} restarted on", sorted(want), got)
+
+
+def _incident_outcomes(want: dict[str, str] | list[str] | None, result: ScenarioResult) -> list[tuple[str, Any, Any]]:
+    if want is None:
+        return []
+    if isinstance(want, list):
+        return [("incident outcomes", sorted(want), sorted(str(i["outcome"]) for i in result.incidents))]
+    by_node: dict[str, list[str]] = {}
+    for incident in result.incidents:
+        by_node.setdefault(incident["node"], []).append(str(incident["outcome"]))
+    return [(f"incident outcome on {node}", outcome, by_node[node][-1] if by_node.get(node) else None)
+            for node, outcome in want.items()]
+

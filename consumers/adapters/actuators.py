@@ -1,4 +1,10 @@
-"""The only module that changes the world: ECS, EC2, SSM, Auto Scaling and SNS calls for decisions.
+"""The only module that changes the world: ECS, EC2, SSM, Auto Scaling and SNS calls for commands.
+
+Every call returns a result and never raises: "failed" means AWS refused it (a 4xx, or ECS placed
+nothing); throttling after retries, a 5xx, a timeout or anything unexpected (a parser error on an HTTP
+500) is "unknown": it may have taken effect, so recovery checks and asks again at the deadline, and never
+reads it as failed. Calls that are not safe to repeat (StartTask, a reboot) go through clients without
+botocore's automatic retries: our own retry comes only after checking whether the first one took effect.
 
 Replay never imports this module (a test keeps it out of replay's import graph).
 """
@@ -6,149 +12,173 @@ Replay never imports this module (a test keeps it out of replay's import graph).
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+import logging
+from collections.abc import Callable
+from typing import Any
 
-from events_schema.events import Action
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
-ECS_ACTIONS = frozenset({"StopTask", "StartTask", "UpdateContainerInstancesState", "PutAttributes",
-                         "ListTagsForResource"})
-# Calls that change nothing, so a repeat is harmless; everything else needs the ledger.
-READ_ONLY = frozenset({"ListTagsForResource"})
-# Calls whose repeat changes nothing more: redone after an ambiguous stop.
-IDEMPOTENT = frozenset({"StopTask", "UpdateContainerInstancesState", "PutAttributes", "ListTagsForResource",
-                        "TerminateInstanceInAutoScalingGroup", "Publish"})
+from consumers.core.ports import ActionResult
+from events_schema.commands import (
+    RESTART_TAG,
+    CommandModel,
+    ListTagsForResource,
+    Publish,
+    PutAttributes,
+    RebootInstances,
+    SendCommand,
+    StartTask,
+    StopTask,
+    TerminateInstanceInAutoScalingGroup,
+    UpdateContainerInstancesState,
+)
+from events_schema.proof import check_secret
 
-
-class ActionFailed(Exception):
-    """AWS refused the call; the message says why. Recorded as a failed outcome, never retried blindly."""
-
-
-class Actuator(Protocol):
-    def execute(self, action: Action, key: str) -> dict[str, Any]: ...
-
-    def find_done(self, action: Action, key: str) -> dict[str, Any] | None:
-        """After an ambiguous stop, evidence that the call already happened (e.g. the task it started)."""
-        ...
+log = logging.getLogger("gpu_recovery.actuators")
+THROTTLED = frozenset({"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException",
+                       "RequestThrottled", "ProvisionedThroughputExceededException"})
+UNAVAILABLE = frozenset({"ServerException", "InternalServerError", "InternalFailure", "ServiceUnavailable",
+                         "InternalError", "Unavailable"})
+# Clients by service; ``retries=False`` gives one without botocore's automatic retries.
+ClientFactory = Callable[..., Any]
 
 
 class AwsActuator:
-    def __init__(self, clients: Any, *, cluster: str, topic_arn: str) -> None:
-        self._clients = clients
+    def __init__(self, clients: ClientFactory, *, cluster: str, topic_arn: str, check_key: bytes,
+                 chat_topic_arn: str | None = None) -> None:
+        self._client = clients
         self._cluster = cluster
         self._topic_arn = topic_arn
+        self._chat_topic_arn = chat_topic_arn
+        self._check_key = check_key
 
-    def _client(self, name: str) -> Any:
-        return self._clients.client(name)
-
-    def execute(self, action: Action, key: str) -> dict[str, Any]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        handler = getattr(self, f"_{action.type}", None)
-        if handler is None:
-            raise ActionFailed(f"unknown action type {action.type}")
+    def execute(self, command: CommandModel, key: str) -> ActionResult:
         try:
-            result: dict[str, Any] = handler(action, key)
-            return result
+            return ActionResult("succeeded", self._call(command, key))
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise ActionFailed(f"{error.get('Code')}: {error.get('Message')}") from exc
-        except BotoCoreError as exc:
-            raise ActionFailed(str(exc)) from exc
+            return _client_error(exc)
+        except (ConnectTimeoutError, ReadTimeoutError, EndpointConnectionError) as exc:
+            return ActionResult("unknown", {}, str(exc), "timeout")
+        except _Refused as exc:
+            return ActionResult("failed", {}, str(exc), "refused")
+        except (BotoCoreError, ValueError, KeyError, TypeError) as exc:
+            # A parser error on an HTTP 500 and the like: it may have happened.
+            log.warning("unexpected %s from %s %s: %s", type(exc).__name__, command.type, command.target, exc)
+            return ActionResult("unknown", {}, f"{type(exc).__name__}: {exc}", "unknown")
 
-    def find_done(self, action: Action, key: str) -> dict[str, Any] | None:
-        if action.type != "StartTask":
-            return None
-        ecs = self._client("ecs")
-        arns = ecs.list_tasks(cluster=self._cluster, containerInstance=action.target).get("taskArns", [])
-        if not arns:
-            return None
-        tasks = ecs.describe_tasks(cluster=self._cluster, tasks=arns, include=["TAGS"]).get("tasks", [])
-        for task in tasks:
-            if {"key": "gpu-recovery:key", "value": key} in task.get("tags", []):
-                return {"task_arn": task["taskArn"], "found_after_restart": True}
-        return None
+    def _call(self, command: CommandModel, key: str) -> dict[str, Any]:
+        if isinstance(command, StopTask):
+            return self._stop_task(command)
+        if isinstance(command, StartTask):
+            return self._start_task(command, key)
+        if isinstance(command, UpdateContainerInstancesState):
+            self._client("ecs").update_container_instances_state(
+                cluster=self._cluster, containerInstances=[command.target], status=command.status)
+            return {}
+        if isinstance(command, PutAttributes):
+            # A full ARN as targetId needs no targetType (the short id would).
+            self._client("ecs").put_attributes(cluster=self._cluster, attributes=[
+                {"name": command.name, "value": command.value, "targetId": command.target}])
+            return {}
+        if isinstance(command, ListTagsForResource):
+            return {"tags": self._client("ecs").list_tags_for_resource(resourceArn=command.target).get("tags", [])}
+        if isinstance(command, RebootInstances):
+            self._client("ec2", retries=False).reboot_instances(InstanceIds=[command.target])
+            return {}
+        if isinstance(command, SendCommand):
+            response = self._client("ssm", retries=False).send_command(
+                InstanceIds=[command.target], DocumentName=command.document,
+                Parameters={"commands": list(command.commands)}, Comment=key[:100])
+            return {"command_id": response["Command"]["CommandId"]}
+        if isinstance(command, TerminateInstanceInAutoScalingGroup):
+            self._client("autoscaling").terminate_instance_in_auto_scaling_group(
+                InstanceId=command.target, ShouldDecrementDesiredCapacity=command.should_decrement_desired_capacity)
+            return {}
+        assert isinstance(command, Publish)
+        return self._publish(command, key)
 
-    # --- ECS ------------------------------------------------------------------------------------
+    # --- ECS --------------------------------------------------------------------------------------
 
-    def _StopTask(self, action: Action, key: str) -> dict[str, Any]:
-        self._client("ecs").stop_task(cluster=self._cluster, task=action.target,
-                                      reason=str(action.params.get("reason", "gpu-recovery"))[:255])
+    def _stop_task(self, command: StopTask) -> dict[str, Any]:
+        self._client("ecs").stop_task(cluster=self._cluster, task=command.target, reason=command.reason[:255])
         return {}
 
-    def _StartTask(self, action: Action, key: str) -> dict[str, Any]:
-        p = action.params
-        kwargs: dict[str, Any] = {
-            "cluster": self._cluster, "taskDefinition": p["task_definition"], "containerInstances": [action.target],
-            "overrides": p.get("overrides") or {},
-        }
-        for name, param in (("group", "group"), ("startedBy", "started_by")):
-            if p.get(param):
-                kwargs[name] = p[param]
-        if p.get("tags"):
-            kwargs["tags"] = p["tags"]
-        response = self._client("ecs").start_task(**kwargs)
+    def _start_task(self, command: StartTask, key: str) -> dict[str, Any]:
+        overrides = command.overrides
+        if command.purpose == "check":
+            overrides = _with_secret(overrides, check_secret(self._check_key, key))
+        kwargs: dict[str, Any] = {"cluster": self._cluster, "taskDefinition": command.task_definition,
+                                  "containerInstances": [command.target], "overrides": overrides,
+                                  "tags": list(command.tags)}
+        if command.group:
+            kwargs["group"] = command.group
+        # A check task carries its key in startedBy too (ListTasks can filter on it).
+        started_by = command.started_by if command.purpose == "rank" else key[-36:]
+        if started_by:
+            kwargs["startedBy"] = started_by
+        response = self._client("ecs", retries=False).start_task(**kwargs)
         failures = response.get("failures") or []
         if failures or not response.get("tasks"):
-            raise ActionFailed(f"StartTask placed nothing: {failures}")
+            raise _Refused(f"StartTask placed nothing: {[f.get('reason') for f in failures]}")
         return {"task_arn": response["tasks"][0]["taskArn"]}
 
-    def _UpdateContainerInstancesState(self, action: Action, key: str) -> dict[str, Any]:
-        self._client("ecs").update_container_instances_state(
-            cluster=self._cluster, containerInstances=[action.target], status=action.params["status"])
-        return {}
+    def find_done(self, command: CommandModel, key: str) -> dict[str, Any] | None:
+        """After an unknown StartTask: the task carrying our key, RUNNING or already STOPPED.
 
-    def _PutAttributes(self, action: Action, key: str) -> dict[str, Any]:
-        self._client("ecs").put_attributes(cluster=self._cluster, attributes=[{
-            # A full ARN as targetId needs no targetType (the short id would).
-            "name": action.params["name"], "value": action.params["value"], "targetId": action.target,
-        }])
-        return {}
-
-    def _ListTagsForResource(self, action: Action, key: str) -> dict[str, Any]:
-        tags = self._client("ecs").list_tags_for_resource(resourceArn=action.target).get("tags", [])
-        return {"tags": tags}
-
-    # --- nodes ----------------------------------------------------------------------------------
-
-    def _RebootInstances(self, action: Action, key: str) -> dict[str, Any]:
-        self._client("ec2").reboot_instances(InstanceIds=[action.target])
-        return {}
-
-    def _SendCommand(self, action: Action, key: str) -> dict[str, Any]:
-        response = self._client("ssm").send_command(
-            InstanceIds=[action.target], DocumentName=action.params.get("document", "AWS-RunShellScript"),
-            Parameters={"commands": list(action.params.get("commands", ["reboot"]))}, Comment=key[:100],
-        )
-        return {"command_id": response["Command"]["CommandId"]}
-
-    def _TerminateInstanceInAutoScalingGroup(self, action: Action, key: str) -> dict[str, Any]:
-        self._client("autoscaling").terminate_instance_in_auto_scaling_group(
-            InstanceId=action.target, ShouldDecrementDesiredCapacity=False)
-        return {}
+        ListTasks without a desired status answers RUNNING tasks only, so both are asked.
+        """
+        if not isinstance(command, StartTask):
+            return None
+        ecs = self._client("ecs")
+        arns: list[str] = []
+        for desired in ("RUNNING", "STOPPED"):
+            pages = ecs.get_paginator("list_tasks").paginate(cluster=self._cluster, containerInstance=command.target,
+                                                             desiredStatus=desired)
+            arns += [arn for page in pages for arn in page.get("taskArns", [])]
+        for start in range(0, len(arns), 100):
+            for task in ecs.describe_tasks(cluster=self._cluster, tasks=arns[start:start + 100],
+                                           include=["TAGS"]).get("tasks", []):
+                if {"key": RESTART_TAG, "value": key} in task.get("tags", []):
+                    return {"task_arn": task["taskArn"], "found_after_restart": True}
+        return None
 
     # --- people ---------------------------------------------------------------------------------
 
-    def _Publish(self, action: Action, key: str) -> dict[str, Any]:
-        message = action.params["message"]
-        response = self._client("sns").publish(
-            TopicArn=self._topic_arn, Subject=str(action.params["subject"])[:100],
-            Message=json.dumps({"default": json.dumps(message, sort_keys=True), "email": _readable(message)}),
-            MessageStructure="json",
-            MessageAttributes={"kind": {"DataType": "String", "StringValue": str(message.get("kind"))}},
-        )
+    def _publish(self, command: Publish, key: str) -> dict[str, Any]:
+        """At least once: a retry after an unknown result may send a message twice (SNS has no dedup for
+        standard topics); subscribers can drop repeats by the ``idempotency_key`` attribute."""
+        from consumers.adapters.sns_message import publish_request  # the renderer
+
+        request = publish_request(command.notice, idempotency_key=key)
+        response = self._client("sns").publish(TopicArn=self._topic_arn, **request)
         return {"message_id": response["MessageId"]}
 
 
-def _readable(message: dict[str, Any]) -> str:
-    seen = message.get("seen", {})
-    lines = [
-        str(message.get("summary")), "",
-        f"cluster:   {message.get('cluster')}",
-        f"jobs:      {', '.join(message.get('job_ids') or []) or '-'}",
-        f"node:      {message.get('node_arn') or '-'} ({message.get('instance_id') or '-'})",
-        f"incident:  {message.get('incident_id') or '-'}",
-        f"seen:      XIDs {seen.get('xids') or '-'}; DCGM verdict {seen.get('verdict') or '-'}; {seen.get('reason')}",
-        f"done:      {len(message.get('done') or [])} recorded steps (gpu-recovery audit --incident ...)",
-        "", f"next: {message.get('next_step')}",
-    ]
-    return "\n".join(lines)
+class _Refused(Exception):
+    """AWS answered but did nothing (ECS placed no task)."""
+
+
+def _client_error(exc: ClientError) -> ActionResult:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code"))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    text = f"{code}: {error.get('Message')}"
+    if code in THROTTLED:
+        return ActionResult("unknown", {}, text, "throttled")
+    if code in UNAVAILABLE or status >= 500:
+        return ActionResult("unknown", {}, text, "unavailable")
+    return ActionResult("failed", {}, text, "refused")
+
+
+def _with_secret(overrides: dict[str, Any], secret: str) -> dict[str, Any]:
+    """The check's secret goes to the task only; the decision on the stream carries its digest."""
+    copied = json.loads(json.dumps(overrides))
+    for container in copied.get("containerOverrides", []):
+        container.setdefault("environment", []).append({"name": "GPU_RECOVERY_CHECK_SECRET", "value": secret})
+    return dict(copied)

@@ -28,15 +28,18 @@ class KinesisStreamWriter:
         self._client = client
         self._stream = stream_name
 
-    def append(self, envelopes: Sequence[Envelope]) -> list[str]:
+    def append(self, envelopes: Sequence[Envelope], partition_keys: Sequence[str] | None = None) -> list[str]:
+        """``partition_keys``: where each event goes (a record's events share its ECS events' shard, so
+        replay folds them in the order live decided); by default the subject's."""
         sequence_numbers: list[str] = []
-        for envelope in envelopes:
+        keys = list(partition_keys) if partition_keys is not None else [partition_key_for(e) for e in envelopes]
+        for envelope, key in zip(envelopes, keys, strict=True):
             # One PutRecord each keeps our events in the order they were decided within a partition.
             try:
                 response = self._client.put_record(
                     StreamName=self._stream,
                     Data=envelope_bytes(envelope),
-                    PartitionKey=partition_key_for(envelope),
+                    PartitionKey=key[:256],
                 )
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in KINESIS_TRANSIENT:

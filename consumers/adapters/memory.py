@@ -46,8 +46,10 @@ class InMemoryParkingLot:
 class InMemoryStreamWriter:
     def __init__(self) -> None:
         self.envelopes: list[Envelope] = []
+        self.partition_keys: list[str | None] = []
 
-    def append(self, envelopes: Sequence[Envelope]) -> list[str]:
+    def append(self, envelopes: Sequence[Envelope], partition_keys: Sequence[str] | None = None) -> list[str]:
         start = len(self.envelopes)
         self.envelopes.extend(envelopes)
+        self.partition_keys.extend(partition_keys if partition_keys is not None else [None] * len(envelopes))
         return [str(start + i) for i in range(len(envelopes))]

@@ -425,6 +425,11 @@ def _apply_instance_health(state: ProjectionState, event: ContainerInstanceHealt
 
 
 def _order(event: OurEvent) -> str:
+    """Our events order by their record's own order when they carry one (several changes can share a time),
+    else by time and id."""
+    order = getattr(event.data, "order", None)
+    if isinstance(order, int):
+        return f"~{order:020d}|{event.event_id}"
     return f"{iso(event.time)}|{event.event_id}"
 
 

@@ -16,13 +16,14 @@ This is an entry point, a composition root like ``gpu_recovery.cli``: it imports
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from consumers.core.ports import StreamRecord
+from consumers.core.ports import BatchContext, StreamRecord
 from consumers.runtime.processor import BatchHandler, ShardProcessor
 
 CONSUMERS = ("projector", "recovery")
@@ -36,9 +37,10 @@ class LoggedHandler:
         self._inner = inner
         self._clock = clock
 
-    def handle_batch(self, records: Sequence[StreamRecord]) -> object:
+    def handle_batch(self, records: Sequence[StreamRecord], context: BatchContext | None = None) -> object:
         started = self._clock()
-        result = self._inner.handle_batch(records)
+        inner: Any = self._inner
+        result = inner.handle_batch(records, context) if _takes_context(inner) else inner.handle_batch(records)
         if records:
             log.info(
                 "batch shard=%s records=%d last_seq=%s seconds=%.3f",
@@ -46,9 +48,20 @@ class LoggedHandler:
             )
         return result
 
+    def __getattr__(self, name: str) -> Any:
+        # initialize / shard_ended / on_idle, when the consumer has them.
+        return getattr(self._inner, name)
 
-def build_handler(consumer: str, clients: Any | None = None) -> BatchHandler:
-    """The consumer's batch handler; clients default to settings read from the environment."""
+
+def _takes_context(handler: Any) -> bool:
+    return "context" in inspect.signature(handler.handle_batch).parameters
+
+
+def build_handler(consumer: str, clients: Any | None = None, *, owner: str | None = None) -> BatchHandler:
+    """The consumer's batch handler; clients default to settings read from the environment.
+
+    ``owner``: the recovery consumer's outbox owner when one process reads every shard (under the KCL each
+    shard's processor owns its own)."""
     from gpu_recovery import wiring
     from gpu_recovery.aws import AwsClients
     from gpu_recovery.settings import load_settings
@@ -56,8 +69,7 @@ def build_handler(consumer: str, clients: Any | None = None) -> BatchHandler:
     clients = clients if clients is not None else AwsClients(load_settings())
     if consumer == "projector":
         return wiring.build_projector(clients)
-    builder: Callable[[Any], BatchHandler] = getattr(wiring, f"build_{consumer}")
-    return builder(clients)
+    return wiring.build_recovery(clients, owner=owner)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

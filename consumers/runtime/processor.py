@@ -20,7 +20,7 @@ from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3.processor import RecordProcessorBase
 
 from consumers.core.errors import TransientError
-from consumers.core.ports import StreamRecord
+from consumers.core.ports import BatchContext, StreamRecord
 
 log = logging.getLogger("gpu_recovery.processor")
 
@@ -76,15 +76,21 @@ class ShardProcessor(RecordProcessorBase):  # type: ignore[misc]
         self.shard_id = str(initialize_input.shard_id)
         self.lease_held = True
         log.info("processor initialized shard=%s", self.shard_id)
+        start = getattr(self._handler, "initialize", None)
+        if start is not None:
+            # The recovery consumer finishes what the shard's previous owner committed but did not do.
+            self._with_retry(lambda: start(self.shard_id))
 
     def process_records(self, process_records_input: Any) -> None:
         if not self.lease_held:
             return  # the lease is gone: another worker owns these records now
         records = [to_stream_record(self.shard_id, r) for r in process_records_input.records]
+        behind = int(getattr(process_records_input, "millis_behind_latest", 0) or 0)
+        context = BatchContext(self.shard_id, behind)
         try:
             # Empty batches reach the handler too (callProcessRecordsEvenForEmptyRecordList): the
             # recovery consumer notices expired deadlines on them.
-            self._handle_with_retry(records)
+            self._handle_with_retry(records, context)
             if records:
                 self._checkpoint(process_records_input.checkpointer, records[-1].sequence_number)
         except _LeaseGone:
@@ -99,6 +105,9 @@ class ShardProcessor(RecordProcessorBase):  # type: ignore[misc]
         log.info("lease lost shard=%s", self.shard_id)
 
     def shard_ended(self, shard_ended_input: Any) -> None:
+        ended = getattr(self._handler, "shard_ended", None)
+        if ended is not None:
+            self._with_retry(lambda: ended(self.shard_id))
         self._checkpoint(shard_ended_input.checkpointer, None)
 
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:
@@ -108,17 +117,23 @@ class ShardProcessor(RecordProcessorBase):  # type: ignore[misc]
         except _LeaseGone:
             self.lease_held = False
 
-    def _handle_with_retry(self, records: list[StreamRecord]) -> None:
+    def _handle_with_retry(self, records: list[StreamRecord], context: BatchContext) -> None:
+        if _takes_context(self._handler):
+            self._with_retry(lambda: self._handler.handle_batch(records, context))  # type: ignore[call-arg]
+        else:
+            self._with_retry(lambda: self._handler.handle_batch(records))
+
+    def _with_retry(self, step: Callable[[], object]) -> None:
         for attempt in range(self._retry.attempts):
             try:
-                self._handler.handle_batch(records)
+                step()
                 return
             except TransientError as exc:
                 delay = self._retry.delay(attempt)
                 log.warning("transient error shard=%s attempt=%d, retry in %.1fs: %s",
                             self.shard_id, attempt + 1, delay, exc)
                 self._sleep(delay)
-        self._handler.handle_batch(records)  # the last try raises what it raises
+        step()  # the last try raises what it raises
 
     def _checkpoint(self, checkpointer: Any, sequence_number: str | None) -> None:
         for attempt in range(self._retry.attempts):
@@ -134,6 +149,12 @@ class ShardProcessor(RecordProcessorBase):  # type: ignore[misc]
                     raise
                 self._sleep(self._retry.delay(attempt))
         raise TransientError(f"checkpoint throttled {self._retry.attempts} times")
+
+
+def _takes_context(handler: BatchHandler) -> bool:
+    import inspect
+
+    return "context" in inspect.signature(handler.handle_batch).parameters
 
 
 class _LeaseGone(Exception):

@@ -194,7 +194,7 @@ def run_local(settings: Settings, consumer: str, *, poll_interval: float) -> int
     from gpu_recovery.wiring import local_reader
 
     clients = AwsClients(settings)
-    batch_handler = build_handler(consumer, clients)
+    batch_handler = build_handler(consumer, clients, owner="local")
     reader = local_reader(clients, application_name(consumer), batch_handler)
     # The recovery notices expired deadlines while the stream is quiet (the daemon's empty batches).
     on_idle = getattr(batch_handler, "on_idle", None)

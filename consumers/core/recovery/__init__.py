@@ -1,2 +1,3 @@
-"""The recovery policy: pure. ``RecoveryPolicy.handle(state, event)`` returns the effects to record
-and the actions to take; the consumer records them on the stream before it acts."""
+"""The recovery core: pure. ``decide(records, inputs, now)`` returns the events to record and the commands
+to run; ``record.fold_event`` folds the stream into the same records for replay. Read the transition
+tables at the top of ``jobs``, ``incidents`` and ``nodes``."""

@@ -1,0 +1,161 @@
+"""Recovery's state as a fold of the stream.
+
+Live: every decision that changes a record's plan records the new plan as ``RecoveryRecorded`` with the
+next version (``record_changes``). Replay: ECS's own events merge into the facts (the same ``apply``
+functions live uses) and ``RecoveryRecorded`` sets each plan, the highest version winning
+(``fold_event``). Both give the same records; ``summary`` is what people compare.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumers.core.recovery.apply import apply_health, apply_node, apply_tags, apply_task
+from consumers.core.recovery.context import Ctx
+from consumers.core.recovery.model import Fleet, Incident, Job, JobPlan, Node, NodePlan, Timer
+from consumers.core.recovery.view import FLEET_KEY, Key, View
+from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
+from events_schema.decode import StreamEvent
+from events_schema.envelope import OurEvent, Subject
+from events_schema.events import RecoveryRecorded, TaskTagsCaptured
+
+RECORDED_KINDS = ("job", "node", "incident", "fleet")
+
+
+def record_changes(ctx: Ctx) -> None:
+    view = ctx.view
+    for key, parts in sorted(view.changed.items()):
+        if "plan" not in parts or key[0] not in RECORDED_KINDS:
+            continue
+        record = view.record(key)
+        if record is None:
+            continue
+        version, body, partition = _bump(key, record)
+        ctx.emit(RecoveryRecorded(kind=key[0], key=key[1], version=version, record=body), _subject(key, record),
+                 f"recorded:{key[0]}:{key[1]}:{version}", partition_key=partition)
+    for key, tombstone in sorted(view.retired.items()):
+        version = int(tombstone.get("version", 1))
+        ctx.emit(RecoveryRecorded(kind=key[0], key=key[1], version=version, record=tombstone), Subject(),
+                 f"recorded:{key[0]}:{key[1]}:{version}", partition_key=key[1])
+
+
+def _bump(key: Key, record: Any) -> tuple[int, dict[str, Any], str]:
+    if isinstance(record, Job):
+        record.plan.version += 1
+        return record.plan.version, record.plan.model_dump(mode="json"), record.facts.partition_key or record.job_id
+    if isinstance(record, Node):
+        record.plan.version += 1
+        return record.plan.version, record.plan.model_dump(mode="json"), record.arn
+    if isinstance(record, Incident):
+        record.version += 1
+        return record.version, record.model_dump(mode="json"), record.node_arn
+    assert isinstance(record, Fleet)
+    record.version += 1
+    return record.version, record.model_dump(mode="json"), "fleet"
+
+
+def _subject(key: Key, record: Any) -> Subject:
+    if isinstance(record, Job):
+        return Subject(job=record.job_id)
+    if isinstance(record, Node):
+        return Subject(node=record.arn)
+    if isinstance(record, Incident):
+        return Subject(node=record.node_arn, incident=record.incident_id)
+    return Subject()
+
+
+# --- replay -----------------------------------------------------------------------------------------
+
+
+def fold_event(view: View, event: StreamEvent, rules: Any) -> None:
+    """Fold one stream event into recovery's records, as replay does (nothing is decided)."""
+    if isinstance(event, TaskStateChange):
+        apply_task(view, event, rules)
+    elif isinstance(event, ContainerInstanceStateChange):
+        apply_node(view, event)
+    elif isinstance(event, ContainerInstanceHealthChange):
+        apply_health(view, event)
+    elif isinstance(event, OurEvent) and isinstance(event.data, RecoveryRecorded):
+        fold_recorded(view, event.data)
+    elif isinstance(event, OurEvent) and isinstance(event.data, TaskTagsCaptured):
+        task = view.task(event.data.task_arn)
+        if task is not None:
+            apply_tags(view, task, list(event.data.tags), rules)
+
+
+def fold_recorded(view: View, data: RecoveryRecorded) -> None:
+    key: Key = (data.kind, data.key)
+    if data.record.get("tombstone"):
+        if _version(view, key) < data.version:
+            view.retire(key, data.record)
+        return
+    if data.kind == "job":
+        _fold_job(view, data)
+    elif data.kind == "node":
+        node = view.node(data.key) or _added(view, key, Node(arn=data.key))
+        if data.version > node.plan.version:
+            node.plan = NodePlan.model_validate(data.record)
+    elif data.kind == "incident":
+        known = view.incident(data.key)
+        if known is None or data.version > known.version:
+            view.add(key, Incident.model_validate(data.record))
+    else:
+        if data.version > view.fleet().version:
+            view.add(FLEET_KEY, Fleet.model_validate(data.record))
+
+
+def _fold_job(view: View, data: RecoveryRecorded) -> None:
+    job = view.job(data.key) or _added(view, ("job", data.key), Job(job_id=data.key))
+    if data.version <= job.plan.version:
+        return
+    plan = JobPlan.model_validate(data.record)
+    if plan.generation > job.plan.generation and plan.launched_by == "recovery":
+        job.facts.reset()  # what live did when it decided the restart
+    job.plan = plan
+
+
+def _added(view: View, key: Key, record: Any) -> Any:
+    view.add(key, record)
+    return record
+
+
+def _version(view: View, key: Key) -> int:
+    record = view.record(key)
+    if isinstance(record, Job | Node):
+        return record.plan.version
+    if isinstance(record, Incident | Fleet):
+        return record.version
+    tombstone = view.tombstone(key)
+    return int(tombstone.get("version", 0)) if tombstone else 0
+
+
+def timer_of(kind: str, body: dict[str, Any]) -> Timer | None:
+    """The armed timer of a stored record (for the store's deadline index)."""
+    raw = body.get("timer") if kind in ("incident", "fleet") else (body.get("plan") or {}).get("timer")
+    return Timer.model_validate(raw) if raw else None
+
+
+# --- what people compare ---------------------------------------------------------------------------
+
+
+def summary(records: dict[Key, Any]) -> dict[str, Any]:
+    """The ``recovery`` section: incidents with their typed outcome, nodes' repair states, jobs' recovery."""
+    incidents = [r for k, r in sorted(records.items()) if k[0] == "incident" and isinstance(r, Incident)]
+    nodes = {k[1]: r for k, r in sorted(records.items()) if k[0] == "node" and isinstance(r, Node)}
+    jobs = {k[1]: r for k, r in sorted(records.items()) if k[0] == "job" and isinstance(r, Job)}
+    return {
+        "incidents": [
+            {"incident_id": i.incident_id, "node_arn": i.node_arn, "trigger": i.trigger, "phase": i.phase,
+             "outcome": i.outcome, "jobs": list(i.jobs), "verdict": i.verdict, "xids": list(i.xids),
+             "checks": i.check_attempt, "reboots": i.reboot_attempt, "opened_at": i.opened_at,
+             "closed_at": i.closed_at}
+            for i in sorted(incidents, key=lambda i: (i.opened_at, i.incident_id))
+        ],
+        "nodes": {arn: {"repair_state": n.plan.repair, "reason": n.plan.reason, "incident_id": n.plan.incident_id,
+                        "faults": list(n.plan.fault_times)} for arn, n in nodes.items()},
+        "jobs": {job_id: {"phase": j.plan.phase, "generation": j.plan.generation,
+                          "restarts": j.plan.restart_total, "restart_times": list(j.plan.restarts),
+                          "ranks": len(j.facts.ranks), "reason": j.plan.reason,
+                          "history": [h.model_dump(mode="json") for h in j.plan.history]}
+                 for job_id, j in jobs.items()},
+    }
