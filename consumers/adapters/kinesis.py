@@ -1,16 +1,15 @@
-"""Kinesis adapters: append our events to the stream, and read shards (for replay and the local reader)."""
+"""Kinesis writer: append our events to the stream (reading is ``kinesis_reader``'s and ``kinesis_fanout``'s)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from consumers.adapters.dynamodb import TRANSIENT_CODES
 from consumers.core.errors import TransientError
-from consumers.core.ports import StreamRecord
 from events_schema.envelope import Envelope
 from events_schema.partition import partition_key_for
 
@@ -64,51 +63,3 @@ class KinesisStreamWriter:
                     sequence_numbers.append(result["SequenceNumber"])
             pending = retry
         raise TransientError(f"{len(pending)} records still rejected by Kinesis after retries")
-
-
-def list_shards(client: Any, stream_name: str) -> list[dict[str, Any]]:
-    shards: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"StreamName": stream_name}
-    while True:
-        response = client.list_shards(**kwargs)
-        shards.extend(response["Shards"])
-        token = response.get("NextToken")
-        if not token:
-            return shards
-        kwargs = {"NextToken": token}
-
-
-def read_shard(
-    client: Any,
-    stream_name: str,
-    shard_id: str,
-    *,
-    after_sequence: str | None = None,
-    limit: int = 10_000,
-) -> Iterator[list[StreamRecord]]:
-    """Batches from one shard up to its current tip, then stop."""
-    if after_sequence:
-        iterator = client.get_shard_iterator(
-            StreamName=stream_name, ShardId=shard_id,
-            ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after_sequence,
-        )["ShardIterator"]
-    else:
-        iterator = client.get_shard_iterator(
-            StreamName=stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-    while iterator:
-        response = client.get_records(ShardIterator=iterator, Limit=limit)
-        records = [
-            StreamRecord(
-                shard_id=shard_id,
-                sequence_number=str(r["SequenceNumber"]),
-                partition_key=str(r["PartitionKey"]),
-                data=bytes(r["Data"]),
-                arrival=r.get("ApproximateArrivalTimestamp"),
-            )
-            for r in response["Records"]
-        ]
-        if not records:
-            return
-        yield records
-        iterator = response.get("NextShardIterator")

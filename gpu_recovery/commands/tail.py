@@ -41,10 +41,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from analytics.follow import StartAt, stop_after
     from analytics.history import parse_when
-    from analytics.tail import Shown, human_line, json_line, tail_events, unreadable_line
+    from analytics.tail import Shown, human_line, json_line, stop_after, tail_events, unreadable_line
     from analytics.view import EventFilter
+    from consumers.adapters.kinesis_reader import StartAt
     from gpu_recovery.apps import projection_config
 
     settings = settings_from(args)
@@ -88,10 +88,10 @@ def kinesis_client(settings: Any) -> Any:
 def _follower(args: argparse.Namespace, settings: Any, start: Any) -> Any:
     client = kinesis_client(settings)
     if args.consumer_arn:
-        from analytics.fanout import FanOutFollower, tolerate_missing_initial_response
+        from consumers.adapters.kinesis_fanout import FanOutFollower, tolerate_missing_initial_response
 
         return FanOutFollower(tolerate_missing_initial_response(client), settings.stream_name, args.consumer_arn,
                               start)
-    from analytics.follow import PollingFollower
+    from consumers.adapters.kinesis_reader import PollingFollower
 
     return PollingFollower(client, settings.stream_name, start, idle_sleep=args.poll_interval)
