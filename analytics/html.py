@@ -12,7 +12,7 @@ from html import escape
 
 from analytics.render import duration, percent
 from analytics.report import PHASES, Report
-from analytics.view import short_id
+from events_schema.arn import short_arn
 
 COLORS = {"hardware": "#d62728", "application": "#1f77b4", "other": "#7f7f7f"}
 HEAT_ROWS = 40  # the heat map shows the nodes with most incidents
@@ -140,7 +140,7 @@ def heat_map_svg(report: Report) -> str:
             parts.append(f'<text transform="translate({x:.1f},{head - 4}) rotate(-60)">{day[5:]}</text>')
     for row, node in enumerate(nodes):
         y = head + row * cell
-        parts.append(f'<text x="0" y="{y + cell - 5}">{escape(short_id(node)[:22])}</text>')
+        parts.append(f'<text x="0" y="{y + cell - 5}">{escape(short_arn(node, width=22))}</text>')
         for col, day in enumerate(days):
             count = report.node_day[node].get(day, 0)
             shade = 0.08 + 0.92 * count / top if count else 0.0
@@ -148,7 +148,7 @@ def heat_map_svg(report: Report) -> str:
             parts.append(
                 f'<rect class="cell" data-node="{escape(node)}" data-day="{day}" data-count="{count}" '
                 f'x="{left + col * cell}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="{fill}">'
-                f'<title>{escape(short_id(node))} {day}: {count} incident(s)</title></rect>'
+                f'<title>{escape(short_arn(node))} {day}: {count} incident(s)</title></rect>'
             )
     return _svg(width, height, "".join(parts), "incidents per node and day")
 
@@ -173,7 +173,7 @@ def report_html(report: Report, title: str = "GPU fleet reliability") -> str:
     phases = [[p, duration(report.phases[p].mean_s), duration(report.phases[p].p90_s)] for p in PHASES]
     phases.append(["<b>total</b>", duration(report.time_to_recovery.mean_s), duration(report.time_to_recovery.p90_s)])
     xids = [[str(x.xid), escape(x.meaning), x.cls, str(x.incidents), str(x.occurrences)] for x in report.xids]
-    nodes = [[escape(short_id(n.node_arn)), str(n.incidents), str(n.hardware_faults), str(n.application_faults),
+    nodes = [[escape(short_arn(n.node_arn)), str(n.incidents), str(n.hardware_faults), str(n.application_faults),
               str(n.reboots), "yes" if n.quarantined else "", '<span class="lemon">LEMON</span>' if n.lemon else ""]
              for n in report.nodes]
     jobs = [[escape(i.job_id), escape(i.incident_id), i.failed_at.isoformat(),

@@ -10,7 +10,8 @@ from datetime import datetime
 from html import escape
 
 from consumers.core.clocktext import parse_iso
-from replay.audit import CATEGORY_TITLE, Timeline, short
+from events_schema.arn import short_arn
+from replay.audit import CATEGORY_TITLE, Timeline
 
 STATE_COLORS = {
     "HEALTHY": "#2e9d5b", "SUSPECT": "#e0b000", "CHECKING": "#f08c00", "REBOOTING": "#3b6fd8",
@@ -94,7 +95,7 @@ def health_chart(timeline: Timeline) -> str:
     x = _scale(start, end)
     for lane, node in enumerate(nodes):
         top = lane * LANE_HEIGHT
-        parts.append(f'<text x="4" y="{top + 19}">{escape(short(node)[:22])}</text>')
+        parts.append(f'<text x="4" y="{top + 19}">{escape(short_arn(node, width=22))}</text>')
         parts.extend(_bands(series.get(node, []), top, end, x))
         parts.extend(_dots(checks.get(node, []), top, x))
     parts.extend(_axis(start, end, height, x))
