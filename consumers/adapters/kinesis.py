@@ -55,7 +55,7 @@ class KinesisStreamWriter:
         a successful answer (botocore does not retry those) are put again, with backoff, up to 8 tries."""
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential  # [local]
 
-        pending, sequence_numbers = list(records), []
+        pending, sequence_numbers = list(records), list[str]()
         retrying = Retrying(stop=stop_after_attempt(PUT_TRIES), wait=wait_exponential(multiplier=0.05, max=2.0),
                             retry=retry_if_exception_type(_Rejected), sleep=self._sleep, reraise=True)
         try:

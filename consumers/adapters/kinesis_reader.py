@@ -90,6 +90,10 @@ class Follower(Protocol):
 
     def batches(self, should_stop: ShouldStop) -> Generator[ShardBatch]: ...
 
+    def records(self, should_stop: ShouldStop) -> Iterator[StreamRecord]:
+        """The batches' records one by one, stopping right after the one that made ``should_stop()`` true."""
+        ...
+
 
 def stream_record(shard_id: str, raw: RecordTypeDef | Mapping[str, Any]) -> StreamRecord:
     return StreamRecord(

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpu_recovery.commands.common import add_aws_options, settings_from
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
+
+    from consumers.adapters.kinesis_reader import Follower, StartAt
 
 
 def register(subparsers: Any) -> None:
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def kinesis_client(settings: Any) -> Any:
+def kinesis_client(settings: Any) -> KinesisClient:
     """The Kinesis client, at GPU_RECOVERY_KINESIS_ENDPOINT_URL when that is set (e.g. kinesis-local)."""
     from gpu_recovery.aws import AwsClients
 
@@ -85,7 +90,7 @@ def kinesis_client(settings: Any) -> Any:
     return AwsClients(settings.model_copy(update={"endpoint_url": endpoint})).client("kinesis")
 
 
-def _follower(args: argparse.Namespace, settings: Any, start: Any) -> Any:
+def _follower(args: argparse.Namespace, settings: Any, start: StartAt) -> Follower:
     client = kinesis_client(settings)
     if args.consumer_arn:
         from consumers.adapters.kinesis_fanout import FanOutFollower, tolerate_missing_initial_response
