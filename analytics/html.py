@@ -1,4 +1,4 @@
-"""The report as one self-contained HTML page: inline CSS and SVG, no script, nothing fetched.
+"""The report as one self-contained HTML page: inline CSS and SVG (``analytics.svg``), no script, nothing fetched.
 
 Charts: the time-to-recovery distribution (histogram), faults over time (stacked bars per day) and a
 per-node heat map (node x day). Every value is escaped; every chart element has a <title> tooltip.
@@ -6,13 +6,13 @@ per-node heat map (node x day). Every value is escaped; every chart element has 
 
 from __future__ import annotations
 
-import math
 from datetime import date, timedelta
 from html import escape
 
+from analytics import svg
 from analytics.render import duration, percent
 from analytics.report import PHASES, Report
-from analytics.view import short_id
+from events_schema.arn import short_arn
 
 COLORS = {"hardware": "#d62728", "application": "#1f77b4", "other": "#7f7f7f"}
 HEAT_ROWS = 40  # the heat map shows the nodes with most incidents
@@ -29,45 +29,9 @@ svg text{font-size:11px;fill:#333}
 """
 
 
-def nice_step(span: float, bins: int = 10) -> float:
-    """A bin width of 1, 2 or 5 times a power of ten that covers ``span`` in about ``bins`` bins."""
-    if span <= 0:
-        return 1.0
-    raw = span / bins
-    power = 10.0 ** math.floor(math.log10(raw))
-    return next(float(m * power) for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-def histogram(values: list[float], bins: int = 10) -> list[tuple[float, float, int]]:
-    """(low, high, count) bins from 0 to the largest value."""
-    if not values:
-        return []
-    step = nice_step(max(values), bins)
-    count = max(1, math.ceil(max(values) / step + 1e-9))
-    if max(values) == count * step:
-        count += 1  # the largest value belongs to the bin starting at it
-    buckets = [0] * count
-    for value in values:
-        buckets[min(count - 1, int(value // step))] += 1
-    return [(n * step, (n + 1) * step, c) for n, c in enumerate(buckets)]
-
-
-def _svg(width: int, height: int, body: str, label: str) -> str:
-    return (f'<svg role="img" aria-label="{escape(label)}" '
-            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">{body}</svg>')
-
-
-def _axes(left: int, width: int, base: int, top: int) -> str:
-    """The baseline, the y axis and its top value (the y scale runs from 0 to ``top``)."""
-    return (f'<line x1="{left - 2}" y1="{base}" x2="{width - 5}" y2="{base}" stroke="#999"/>'
-            f'<line x1="{left - 2}" y1="10" x2="{left - 2}" y2="{base}" stroke="#999"/>'
-            f'<text x="{left - 8}" y="14" text-anchor="end">{top}</text>'
-            f'<text x="{left - 8}" y="{base}" text-anchor="end">0</text>')
-
-
 def ttr_histogram_svg(report: Report) -> str:
     values = [i.time_to_recovery_s for i in report.incident_list if i.time_to_recovery_s is not None]
-    bins = histogram(values)
+    bins = svg.histogram(values)
     if not bins:
         return "<p>No incident with every phase known in this range.</p>"
     width, height, left, bottom = 640, 220, 40, 40
@@ -77,15 +41,13 @@ def ttr_histogram_svg(report: Report) -> str:
     for n, (low, high, count) in enumerate(bins):
         h = (height - bottom - 10) * count / top
         x = left + n * bar_w
-        parts.append(
-            f'<rect class="bin" data-count="{count}" x="{x:.1f}" y="{height - bottom - h:.1f}" '
-            f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="#1f77b4"><title>{escape(duration(low))} - '
-            f'{escape(duration(high))}: {count} incident(s)</title></rect>'
-        )
-        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 14}">{escape(duration(low))}</text>')
-    parts.append(f'<text x="{left}" y="{height - 8}">time to recovery (incidents per bin)</text>')
-    parts.append(_axes(left, width, height - bottom, top))
-    return _svg(width, height, "".join(parts), "time to recovery distribution")
+        parts.append(svg.rect(x, height - bottom - h, bar_w - 2, h, "#1f77b4",
+                              f"{duration(low)} - {duration(high)}: {count} incident(s)",
+                              cls="bin", data={"count": count}))
+        parts.append(svg.text(x, height - bottom + 14, duration(low)))
+    parts.append(svg.text(left, height - 8, "time to recovery (incidents per bin)"))
+    parts.extend(svg.value_axes(left, width - 5, height - bottom, top))
+    return svg.svg(width, height, parts, "time to recovery distribution")
 
 
 def faults_over_time_svg(report: Report) -> str:
@@ -106,21 +68,15 @@ def faults_over_time_svg(report: Report) -> str:
                 continue
             h = (height - bottom - 10) * count / top
             y -= h
-            parts.append(
-                f'<rect class="{kind}" data-day="{day.day.isoformat()}" data-count="{count}" x="{x:.1f}" '
-                f'y="{y:.1f}" width="{max(bar_w - 2, 1):.1f}" height="{h:.1f}" fill="{COLORS[kind]}">'
-                f'<title>{day.day.isoformat()}: {count} {kind}</title></rect>'
-            )
+            parts.append(svg.rect(x, y, max(bar_w - 2, 1), h, COLORS[kind], f"{day.day.isoformat()}: {count} {kind}",
+                                  cls=kind, data={"day": day.day.isoformat(), "count": count}))
         if n % label_every == 0:
-            parts.append(f'<text x="{x:.1f}" y="{height - bottom + 14}">{day.day.strftime("%m-%d")}</text>')
-    legend = "".join(
-        f'<rect x="{left + 110 * k}" y="{height - 14}" width="10" height="10" fill="{COLORS[kind]}"/>'
-        f'<text x="{left + 14 + 110 * k}" y="{height - 5}">{kind}</text>'
-        for k, kind in enumerate(COLORS)
-    )
-    parts.append(legend)
-    parts.append(_axes(left, width, height - bottom, top))
-    return _svg(width, height, "".join(parts), "faults over time")
+            parts.append(svg.text(x, height - bottom + 14, day.day.strftime("%m-%d")))
+    for k, kind in enumerate(COLORS):  # the legend
+        parts.append(svg.rect(left + 110 * k, height - 14, 10, 10, COLORS[kind]))
+        parts.append(svg.text(left + 14 + 110 * k, height - 5, kind))
+    parts.extend(svg.value_axes(left, width - 5, height - bottom, top))
+    return svg.svg(width, height, parts, "faults over time")
 
 
 def heat_map_svg(report: Report) -> str:
@@ -136,21 +92,17 @@ def heat_map_svg(report: Report) -> str:
     parts = []
     for col, day in enumerate(days):
         if col % max(1, len(days) // 15) == 0:
-            x = left + col * cell + cell / 2
-            parts.append(f'<text transform="translate({x:.1f},{head - 4}) rotate(-60)">{day[5:]}</text>')
+            parts.append(svg.text(left + col * cell + cell / 2, head - 4, day[5:], rotate=-60))
     for row, node in enumerate(nodes):
         y = head + row * cell
-        parts.append(f'<text x="0" y="{y + cell - 5}">{escape(short_id(node)[:22])}</text>')
+        parts.append(svg.text(0, y + cell - 5, short_arn(node, width=22)))
         for col, day in enumerate(days):
             count = report.node_day[node].get(day, 0)
-            shade = 0.08 + 0.92 * count / top if count else 0.0
-            fill = f"rgba(214,39,40,{shade:.2f})" if count else "#f3f3f3"
-            parts.append(
-                f'<rect class="cell" data-node="{escape(node)}" data-day="{day}" data-count="{count}" '
-                f'x="{left + col * cell}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="{fill}">'
-                f'<title>{escape(short_id(node))} {day}: {count} incident(s)</title></rect>'
-            )
-    return _svg(width, height, "".join(parts), "incidents per node and day")
+            fill = f"rgba(214,39,40,{0.08 + 0.92 * count / top:.2f})" if count else "#f3f3f3"
+            parts.append(svg.rect(left + col * cell, y, cell - 2, cell - 2, fill,
+                                  f"{short_arn(node)} {day}: {count} incident(s)",
+                                  cls="cell", data={"node": node, "day": day, "count": count}))
+    return svg.svg(width, height, parts, "incidents per node and day")
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -173,7 +125,7 @@ def report_html(report: Report, title: str = "GPU fleet reliability") -> str:
     phases = [[p, duration(report.phases[p].mean_s), duration(report.phases[p].p90_s)] for p in PHASES]
     phases.append(["<b>total</b>", duration(report.time_to_recovery.mean_s), duration(report.time_to_recovery.p90_s)])
     xids = [[str(x.xid), escape(x.meaning), x.cls, str(x.incidents), str(x.occurrences)] for x in report.xids]
-    nodes = [[escape(short_id(n.node_arn)), str(n.incidents), str(n.hardware_faults), str(n.application_faults),
+    nodes = [[escape(short_arn(n.node_arn)), str(n.incidents), str(n.hardware_faults), str(n.application_faults),
               str(n.reboots), "yes" if n.quarantined else "", '<span class="lemon">LEMON</span>' if n.lemon else ""]
              for n in report.nodes]
     jobs = [[escape(i.job_id), escape(i.incident_id), i.failed_at.isoformat(),

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analytics.report import PHASES, Report, Stat
-from analytics.view import short_id
+from events_schema.arn import short_arn
 
 
 def duration(seconds: float | None) -> str:
@@ -68,7 +68,7 @@ def node_table(report: Report, limit: int = 20) -> Table:
         table.add_column(column)
     for node in report.nodes[:limit]:
         table.add_row(
-            short_id(node.node_arn), str(node.incidents), str(node.hardware_faults), str(node.application_faults),
+            short_arn(node.node_arn), str(node.incidents), str(node.hardware_faults), str(node.application_faults),
             str(node.reboots), "yes" if node.quarantined else "", ",".join(map(str, node.xids)),
             "[bold red]LEMON[/]" if node.lemon else "",
         )

@@ -1,9 +1,13 @@
-"""What ``gpu-recovery tail`` prints: decoded, filtered events as human lines or JSON lines. Pure."""
+"""What ``gpu-recovery tail`` prints: decoded, filtered events as human lines or JSON lines, and when it stops.
+
+The stream is read by ``consumers.adapters.kinesis_reader`` (polling) or ``kinesis_fanout`` (enhanced fan-out).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from analytics.view import EventFilter, EventView, line_of, view_of
@@ -60,3 +64,20 @@ def human_line(item: Shown) -> str:
 
 def unreadable_line(item: Unreadable) -> str:
     return f"! {item.record.shard_id} {item.record.sequence_number}: not an event ({item.error})"
+
+
+def stop_after(*, max_events: int | None, timeout_s: float | None,
+               clock: Callable[[], float] = time.monotonic) -> tuple[Callable[[], bool], Callable[[], None]]:
+    """A ``should_stop`` for the followers and a ``count()`` to call per emitted event."""
+    deadline = clock() + timeout_s if timeout_s is not None else None
+    emitted = [0]
+
+    def should_stop() -> bool:
+        if max_events is not None and emitted[0] >= max_events:
+            return True
+        return deadline is not None and clock() >= deadline
+
+    def count() -> None:
+        emitted[0] += 1
+
+    return should_stop, count

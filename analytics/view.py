@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from consumers.core.projection import ProjectionConfig, first_nonzero_exit, job_id_of
+from events_schema.arn import short_arn
 from events_schema.aws import (
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
@@ -59,20 +60,13 @@ def view_of(event: StreamEvent, config: ProjectionConfig | None = None) -> Event
     return _aws_view(event, config)
 
 
-def short_id(arn: str | None) -> str:
-    """``arn:...:container-instance/cluster/abc123`` -> ``abc123``; anything else unchanged."""
-    if not arn:
-        return "-"
-    return arn.rsplit("/", 1)[-1] if arn.startswith("arn:") else arn
-
-
 def _ids(*values: str | None) -> frozenset[str]:
     """An ARN and its last path segment both identify a node or task on the command line."""
     out: set[str] = set()
     for value in values:
         if value:
             out.add(value)
-            out.add(short_id(value))
+            out.add(short_arn(value))
     return frozenset(out)
 
 
@@ -85,7 +79,7 @@ def _aws_view(event: TaskStateChange | ContainerInstanceStateChange | ContainerI
         d = event.detail
         job = job_id_of(d, config)
         exit_code = first_nonzero_exit(d)
-        parts = [f"task {short_id(d.taskArn)}", d.lastStatus]
+        parts = [f"task {short_arn(d.taskArn)}", d.lastStatus]
         if exit_code is not None:
             parts.append(f"exit={exit_code}")
         if d.stopCode:
@@ -163,7 +157,7 @@ class EventFilter:
 def line_of(view: EventView) -> str:
     """The human line: time, type, node, job, incident, summary."""
     when = view.time.strftime("%Y-%m-%dT%H:%M:%SZ")
-    who = f"node={short_id(view.node)}" if view.node else ""
+    who = f"node={short_arn(view.node)}" if view.node else ""
     job = f"job={view.job}" if view.job else ""
     incident = f"incident={view.incident}" if view.incident else ""
     fields = [when, f"{view.type:<30}", who, job, incident, view.summary]

@@ -33,13 +33,6 @@ def _mix(records: list[bytes]) -> dict[str, int]:
     return dict(kinds.most_common())
 
 
-def history_records(n_records: int, n_nodes: int = 2000, n_jobs: int = 500) -> list[bytes]:
-    """The replay benchmark's synthetic history instead (a replay's mix: 40% our own events)."""
-    from benchmarks.replay_bench import History
-
-    return [json.dumps(event, separators=(",", ":")).encode() for event in History(n_nodes, n_jobs).events(n_records)]
-
-
 def json_only(records: list[bytes]) -> int:
     loads = json.loads
     for record in records:

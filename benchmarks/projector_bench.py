@@ -18,12 +18,15 @@ import statistics
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.records import entity_batches
 from benchmarks.server import client as aws_client
 from benchmarks.stats import Figure, Target, baseline, figure, pair_ratios, progress, rounded
 from consumers.core.ports import StreamRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 TARGET_RATIO = Target(">=", 5)
 TARGET_REQUESTS = Target("<=", 0.2)
@@ -32,7 +35,7 @@ TARGET_REQUESTS = Target("<=", 0.2)
 class RequestCounter:
     """Counts DynamoDB API calls made through one client, while attached."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: DynamoDBClient) -> None:
         self.count = 0
         self._events = client.meta.events
 
@@ -51,7 +54,7 @@ class NaiveProjector:
     """The baseline: per event, read each item it touches, fold, write each back (no batching, no
     coalescing, no conditions), as the old tool did with its GetItem/PutItem per event."""
 
-    def __init__(self, client: Any, table_names: dict[str, str]) -> None:
+    def __init__(self, client: DynamoDBClient, table_names: dict[str, str]) -> None:
         from consumers.core.projection import ProjectionConfig
 
         self._client = client
@@ -79,7 +82,7 @@ class NaiveProjector:
                 self._client.put_item(TableName=self._names[table], Item=to_attribute_map(state.items[(table, key)]))
 
 
-def _tables(client: Any, side: str) -> dict[str, str]:
+def _tables(client: DynamoDBClient, side: str) -> dict[str, str]:
     from consumers.adapters.dynamodb import create_tables
     from consumers.adapters.table_specs import PARKED
     from consumers.core.projection import TABLES
@@ -90,7 +93,7 @@ def _tables(client: Any, side: str) -> dict[str, str]:
     return names
 
 
-def _items(client: Any, names: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+def _items(client: DynamoDBClient, names: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     from consumers.adapters.dynamodb import DynamoProjectionStore
     from consumers.core.projection import TABLES
 
@@ -98,7 +101,7 @@ def _items(client: Any, names: dict[str, str]) -> dict[str, list[dict[str, Any]]
     return {t: sorted(store.scan_table(t), key=repr) for t in TABLES}
 
 
-def run_projector(client: Any, batches: list[list[StreamRecord]]) -> tuple[float, int, dict[str, str]]:
+def run_projector(client: DynamoDBClient, batches: list[list[StreamRecord]]) -> tuple[float, int, dict[str, str]]:
     """Seconds and DynamoDB requests of the real projector over ``batches``, on fresh tables."""
     from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
     from consumers.adapters.table_specs import PARKED
@@ -116,7 +119,7 @@ def run_projector(client: Any, batches: list[list[StreamRecord]]) -> tuple[float
     return seconds, counter.count, names
 
 
-def run_naive(client: Any, batches: list[list[StreamRecord]]) -> tuple[float, int, dict[str, str]]:
+def run_naive(client: DynamoDBClient, batches: list[list[StreamRecord]]) -> tuple[float, int, dict[str, str]]:
     names = _tables(client, "naive")
     naive = NaiveProjector(client, names)
     with RequestCounter(client) as counter:

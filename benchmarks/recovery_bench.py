@@ -32,6 +32,11 @@ from unittest import mock
 from benchmarks.stats import Figure, Target, figure, percentile, progress, rounded
 
 if TYPE_CHECKING:
+    from boto3.session import Session
+
+    from gpu_recovery.settings import Settings
+
+if TYPE_CHECKING:
     from consumers.runtime.local_reader import LocalReader
 
 LATENCY_SCENARIOS = ("01-xid79-quarantine", "02-xid48-reboot", "10-breaker")
@@ -51,7 +56,7 @@ class Timeline:
     calls: dict[str, tuple[float, str]] = field(default_factory=dict)  # key -> (time, operation), first call
     current_key: Callable[[], str | None] = lambda: None
 
-    def hook(self, session: Any, *, recovery: bool) -> None:
+    def hook(self, session: Session, *, recovery: bool) -> None:
         for operation in _STREAM_WRITES:
             session.events.register(f"before-parameter-build.kinesis.{operation}", self._stash)
             session.events.register(f"after-call.kinesis.{operation}",
@@ -226,7 +231,7 @@ def run_scenario(name: str, server: str = "process") -> ScenarioSample:
     timeline, overhead = Timeline(), Overhead()
 
     class HookedClients(AwsClients):
-        def __init__(self, settings: Any, *, session: Any | None = None) -> None:
+        def __init__(self, settings: Settings, *, session: Session | None = None) -> None:
             super().__init__(settings, session=session)
             timeline.hook(self.session, recovery=session is not None)  # the runner gives recovery its session
 

@@ -24,7 +24,10 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -293,24 +296,20 @@ def _timed_replay(source: Any, n_events: int) -> float:
     return time.perf_counter() - started
 
 
-def _fill_stream(kinesis: Any, stream: str, n_events: int) -> None:
-    batch: list[dict[str, Any]] = []
+def _fill_stream(kinesis: KinesisClient, stream: str, n_events: int) -> None:
+    from consumers.adapters.kinesis import KinesisStreamWriter
+
+    writer = KinesisStreamWriter(kinesis, stream)  # PutRecords, the rejected records again with backoff
+    batch: list[tuple[bytes, str]] = []
     for event in History(2000, 500).events(n_events):
         key = str(event.get("resources", [""])[0] if "detail" in event else event.get("subject", {}).get("node")
                   or event.get("subject", {}).get("job") or event["event_id"])
-        batch.append({"Data": json.dumps(event, separators=(",", ":")).encode(), "PartitionKey": key})
+        batch.append((json.dumps(event, separators=(",", ":")).encode(), key))
         if len(batch) == 500:
-            _put(kinesis, stream, batch)
+            writer.put_raw(batch)
             batch = []
     if batch:
-        _put(kinesis, stream, batch)
-
-
-def _put(kinesis: Any, stream: str, records: list[dict[str, Any]]) -> None:
-    pending = records
-    while pending:
-        response = kinesis.put_records(StreamName=stream, Records=pending)
-        pending = [r for r, result in zip(pending, response["Records"], strict=True) if "ErrorCode" in result]
+        writer.put_raw(batch)
 
 
 def main(argv: list[str] | None = None) -> int:

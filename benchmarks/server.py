@@ -11,8 +11,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kinesis import KinesisClient
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -55,12 +59,20 @@ def _wait_for(endpoint: str, child: subprocess.Popen[Any], seconds: float = 30) 
     raise RuntimeError(f"the embedded AWS at {endpoint} did not come up in {seconds:.0f} s")
 
 
-def client(service: str, endpoint_url: str) -> Any:
+@overload
+def client(service: Literal["dynamodb"], endpoint_url: str) -> DynamoDBClient: ...
+
+
+@overload
+def client(service: Literal["kinesis"], endpoint_url: str) -> KinesisClient: ...
+
+
+def client(service: str, endpoint_url: str) -> object:
     import boto3
     from botocore.config import Config
 
-    session: Any = boto3.session.Session()
-    return session.client(
+    make: Callable[..., object] = boto3.session.Session().client  # typed per service by the overloads above
+    return make(
         service, endpoint_url=endpoint_url, region_name=REGION,
         config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32), **CREDENTIALS,
     )

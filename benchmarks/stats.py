@@ -97,14 +97,14 @@ def pair_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> l
     return [n / d for n, d in zip(numerators, denominators, strict=True)]
 
 
-def percentile(samples: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between closest ranks (numpy's default method)."""
+def percentile(samples: Sequence[float], q: int) -> float:
+    """The q-th percentile (1..99), linear between closest ranks (``statistics.quantiles``, inclusive:
+    numpy's default method)."""
     if not samples:
         raise ValueError("no samples")
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q / 100
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    if len(samples) == 1:
+        return float(samples[0])  # quantiles needs two points before Python 3.13
+    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
 
 
 def progress(message: str) -> None:

@@ -10,7 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from events_schema.health_check import CHECK_CONTAINER
 from events_schema.notices import Notice
+
+__all__ = ["CHECK_CONTAINER"]
 
 Step = Literal[
     "capture_tags", "stop_ranks", "drain", "mirror_state", "health_check", "return_to_service", "reboot",
@@ -20,8 +23,6 @@ StartPurpose = Literal["check", "rank"]
 NodeStatus = Literal["ACTIVE", "DRAINING"]
 # The tag every task recovery starts carries, with the decision's idempotency key as its value.
 RESTART_TAG = "gpu-recovery:key"
-# The container of the health-check task definition (the CDK stack defines it; recovery overrides it).
-CHECK_CONTAINER = "healthcheck"
 
 
 class _Command(BaseModel):

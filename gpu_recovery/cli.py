@@ -37,6 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gpu-recovery: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        from gpu_recovery.extras import missing_extra
+
+        if (hint := missing_extra(exc)) is None:
+            raise
+        print(f"gpu-recovery: error: {args.command}: {hint}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -7,10 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from events_schema.arn import short_arn
 
-def _short(arn: Any) -> str:
-    text = str(arn or "")
-    return text.rsplit("/", 1)[-1][:12] if "/" in text else text
+ID_WIDTH = 12  # enough to tell nodes and tasks apart in a terminal table
 
 
 def demo_tables(result: Any, console: Console | None = None) -> None:
@@ -22,7 +21,8 @@ def demo_tables(result: Any, console: Console | None = None) -> None:
     for node in tables["ecs_node"]:
         report = node.get("last_health_report") or {}
         nodes.add_row(
-            _short(node["container_instance_arn"]), str(node.get("ec2_instance_id")), str(node.get("status")),
+            short_arn(node["container_instance_arn"], width=ID_WIDTH), str(node.get("ec2_instance_id")),
+            str(node.get("status")),
             "connected" if node.get("agent_connected") else "disconnected", str(node.get("gpu_count")),
             str(node.get("repair_state")), str(report.get("verdict", "-")),
         )
@@ -36,7 +36,8 @@ def demo_tables(result: Any, console: Console | None = None) -> None:
     for column in ("task", "job", "node", "status", "version", "GPUs", "exit", "stop code"):
         tasks.add_column(column)
     for task in sorted(tables["ecs_task"], key=lambda t: (str(t.get("created_at")), str(t["task_arn"]))):
-        tasks.add_row(_short(task["task_arn"]), str(task.get("job_id")), _short(task.get("container_instance_arn")),
+        tasks.add_row(short_arn(task["task_arn"], width=ID_WIDTH), str(task.get("job_id")),
+                      short_arn(task.get("container_instance_arn"), width=ID_WIDTH),
                       str(task.get("last_status")), str(task.get("version")), str(len(task.get("gpu_ids") or [])),
                       str(task.get("exit_code") if task.get("exit_code") is not None else "-"),
                       str(task.get("stop_code") or "-"))

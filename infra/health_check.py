@@ -17,7 +17,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from events_schema.commands import CHECK_CONTAINER
+from events_schema.health_check import CHECK_CONTAINER
 from infra.permissions import task_role
 
 # The recovery names this container in its StartTask overrides (level, incident id, node).

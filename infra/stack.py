@@ -12,8 +12,8 @@ from constructs import Construct
 
 from consumers.adapters.table_specs import LEDGER, PARKED, RECOVERY
 from consumers.core.projection import JOB, NODE, TASK
+from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP
 from gpu_recovery.settings import Settings
-from gpu_recovery.wiring import PROJECTOR_APP, RECOVERY_APP
 from infra import nag
 from infra.archive import Analytics, Archive
 from infra.config import LOG_RETENTION_DAYS, InfraConfig

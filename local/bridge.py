@@ -21,7 +21,6 @@ class EventBridgeBridge:
         self._rules = list(rules)
         self._writer = writer
         self.delivered = 0
-        self.unmatched = 0
 
     def route(self, event: dict[str, Any]) -> list[tuple[bytes, str]]:
         """Every rule that matches delivers the event once, as EventBridge does."""
@@ -31,9 +30,7 @@ class EventBridgeBridge:
     def publish(self, events: Sequence[dict[str, Any]]) -> int:
         records: list[tuple[bytes, str]] = []
         for event in events:
-            routed = self.route(event)
-            self.unmatched += not routed
-            records.extend(routed)
+            records.extend(self.route(event))
         if records:
             self._writer.put_raw(records)
         self.delivered += len(records)

@@ -6,7 +6,10 @@ The fleet simulator reacts to these calls the way ECS and EC2 would, and the dem
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from boto3.session import Session
 
 CHANGING = frozenset({
     "StopTask", "StartTask", "UpdateContainerInstancesState", "PutAttributes", "RebootInstances", "SendCommand",
@@ -47,7 +50,7 @@ class CallLog:
     current_key: str | None = None
     _read: int = 0
 
-    def attach(self, session: Any) -> None:
+    def attach(self, session: Session) -> None:
         session.events.register("before-parameter-build.*.*", self._before)
         session.events.register("after-call.*.*", self._after)
 

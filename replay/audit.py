@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from consumers.core.clocktext import iso
 from consumers.core.projection import ProjectionConfig, job_id_of
+from events_schema.arn import short_arn
 from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import OurEvent
@@ -314,11 +315,6 @@ def _decode(record: RawRecord) -> StreamEvent | None:
 # --- rows -----------------------------------------------------------------------------------------
 
 
-def short(arn: str | None) -> str:
-    text = arn or ""
-    return text.rsplit("/", 1)[-1] if "/" in text else text
-
-
 def to_row(event: StreamEvent, config: ProjectionConfig) -> Row:
     if isinstance(event, OurEvent):
         return _our_row(event)
@@ -328,13 +324,13 @@ def to_row(event: StreamEvent, config: ProjectionConfig) -> Row:
     if isinstance(event, ContainerInstanceStateChange):
         d = event.detail
         agent = "connected" if d.agentConnected else "disconnected" if d.agentConnected is False else "unknown"
-        return Row(at, "ecs", event.detail_type, f"node {short(d.containerInstanceArn)}",
+        return Row(at, "ecs", event.detail_type, f"node {short_arn(d.containerInstanceArn)}",
                    f"instance {d.status}, agent {agent} (version {d.version})", d.statusReason or "",
                    event.id, None, d.containerInstanceArn,
                    {"status": d.status, "agent_connected": d.agentConnected, "version": d.version})
     d2 = event.detail
     failing = [f"{c.type}={c.status}" for c in d2.healthChecks if c.status and c.status != "OK"]
-    return Row(at, "ecs", event.detail_type, f"node {short(d2.containerInstanceArn)}",
+    return Row(at, "ecs", event.detail_type, f"node {short_arn(d2.containerInstanceArn)}",
                f"instance health {d2.overallStatus}", ", ".join(failing), event.id, None,
                d2.containerInstanceArn, {"overall_status": d2.overallStatus})
 
@@ -342,15 +338,15 @@ def to_row(event: StreamEvent, config: ProjectionConfig) -> Row:
 def _task_row(event: TaskStateChange, at: str, config: ProjectionConfig) -> Row:
     d = event.detail
     exits = [c.exitCode for c in d.containers if c.exitCode is not None]
-    what = f"task {short(d.taskArn)} {d.lastStatus}"
+    what = f"task {short_arn(d.taskArn)} {d.lastStatus}"
     if d.containerInstanceArn:
-        what += f" on node {short(d.containerInstanceArn)}"
+        what += f" on node {short_arn(d.containerInstanceArn)}"
     if exits:
         what += f", exit {'/'.join(str(e) for e in exits)}"
     if d.stopCode:
         what += f", {d.stopCode}"
     job = job_id_of(d, config)
-    return Row(at, "ecs", event.detail_type, f"job {job}" if job else f"task {short(d.taskArn)}", what,
+    return Row(at, "ecs", event.detail_type, f"job {job}" if job else f"task {short_arn(d.taskArn)}", what,
                d.stoppedReason or "", event.id, None, d.containerInstanceArn,
                {"task_arn": d.taskArn, "last_status": d.lastStatus, "version": d.version,
                 "exit_codes": exits, "stop_code": d.stopCode, "job_id": job})
@@ -363,28 +359,28 @@ def _our_row(event: OurEvent) -> Row:
     node = getattr(data, "node_arn", None) or subject.node
     incident = getattr(data, "incident_id", None) or subject.incident
     label = (f"incident {incident}" if incident else f"job {subject.job}" if subject.job
-             else f"node {short(node)}" if node else "")
+             else f"node {short_arn(node)}" if node else "")
     return Row(iso(event.time), category, event.type, label, what, why, event.event_id, incident, node, detail)
 
 
 def _describe(data: Any) -> tuple[Category, str, str, dict[str, Any]]:
     if isinstance(data, HealthCheckReported):
         xids = ", ".join(f"XID {x.xid} x{x.count}" for x in data.xids)
-        what = (f"DCGM level {data.level} on {short(data.node_arn)}: {data.verdict}, "
+        what = (f"DCGM level {data.level} on {short_arn(data.node_arn)}: {data.verdict}, "
                 f"recommends {data.recommended_action}")
         return "health", what + (f" ({xids})" if xids else ""), data.reason, {
             "verdict": data.verdict, "recommended_action": data.recommended_action, "level": data.level,
             "xids": [x.xid for x in data.xids]}
     if isinstance(data, IncidentOpened):
         jobs = ", ".join(data.job_ids) or "no job"
-        return "decision", f"opened incident {data.incident_id} on node {short(data.node_arn)} ({jobs})", \
+        return "decision", f"opened incident {data.incident_id} on node {short_arn(data.node_arn)} ({jobs})", \
             data.reason, {"incident_id": data.incident_id, "job_ids": data.job_ids}
     if isinstance(data, DecisionRecorded):
-        return "decision", f"decided {data.action.type} -> {short(data.action.target)} (step {data.step})", \
+        return "decision", f"decided {data.action.type} -> {short_arn(data.action.target)} (step {data.step})", \
             data.reason, {"action": data.action.model_dump(mode="json"), "step": data.step,
                           "idempotency_key": data.idempotency_key}
     if isinstance(data, ActionOutcome):
-        return "action", f"{data.action.type} -> {short(data.action.target)}: {data.status}", \
+        return "action", f"{data.action.type} -> {short_arn(data.action.target)}: {data.status}", \
             data.error or "", {"action": data.action.model_dump(mode="json"), "status": data.status,
                                "idempotency_key": data.idempotency_key}
     return _outcome(data)
@@ -392,7 +388,7 @@ def _describe(data: Any) -> tuple[Category, str, str, dict[str, Any]]:
 
 def _outcome(data: Any) -> tuple[Category, str, str, dict[str, Any]]:
     if isinstance(data, NodeStateChanged):
-        return "outcome", f"node {short(data.node_arn)} -> {data.state}", data.reason, {"state": data.state}
+        return "outcome", f"node {short_arn(data.node_arn)} -> {data.state}", data.reason, {"state": data.state}
     if isinstance(data, JobStateChanged):
         return "outcome", f"job {data.job_id} -> {data.state} (restarts {data.restart_count})", data.reason, {
             "state": data.state, "restart_count": data.restart_count}

@@ -1,16 +1,18 @@
 """A self-contained HTML page of an audit: the timeline and an SVG chart of node health over time.
 
-Inline CSS and SVG only: no script, no CDN, no font download; the file opens anywhere, offline.
+Inline CSS and SVG only (the charts are ``analytics.svg``'s): no script, no CDN, no font download; the file
+opens anywhere, offline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from html import escape
 
+from analytics import svg
 from consumers.core.clocktext import parse_iso
-from replay.audit import CATEGORY_TITLE, Timeline, short
+from events_schema.arn import short_arn
+from replay.audit import CATEGORY_TITLE, Timeline
 
 STATE_COLORS = {
     "HEALTHY": "#2e9d5b", "SUSPECT": "#e0b000", "CHECKING": "#f08c00", "REBOOTING": "#3b6fd8",
@@ -20,7 +22,6 @@ VERDICT_COLORS = {"healthy": "#2e9d5b", "application_fault": "#e0b000", "hardwar
                   "inconclusive": "#868e96"}
 CATEGORY_COLORS = {"ecs": "#495057", "health": "#0b7285", "decision": "#5f3dc4", "action": "#1864ab",
                    "outcome": "#2b8a3e", "other": "#868e96"}
-Scale = Callable[[datetime], float]
 CHART_WIDTH = 960
 LABEL_WIDTH = 150
 LANE_HEIGHT = 30
@@ -85,65 +86,34 @@ def health_chart(timeline: Timeline) -> str:
     nodes = sorted(set(series) | set(checks))
     times = [parse_iso(row.time) for row in timeline.rows]
     height = AXIS_HEIGHT + LANE_HEIGHT * max(1, len(nodes))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_WIDTH}" height="{height}" '
-             f'viewBox="0 0 {CHART_WIDTH} {height}" role="img" aria-label="node repair state over time">']
+    label = "node repair state over time"
     if not nodes or not times:
-        parts.append(f'<text x="{LABEL_WIDTH}" y="20">no node state changes in this history</text></svg>')
-        return "".join(parts)
+        return svg.svg(CHART_WIDTH, height, [svg.text(LABEL_WIDTH, 20, "no node state changes in this history")], label)
     start, end = min(times), max(times)
-    x = _scale(start, end)
+    x = svg.time_scale(start, end, LABEL_WIDTH, CHART_WIDTH - 10)
+    parts: list[str] = []
     for lane, node in enumerate(nodes):
         top = lane * LANE_HEIGHT
-        parts.append(f'<text x="4" y="{top + 19}">{escape(short(node)[:22])}</text>')
+        parts.append(svg.text(4, top + 19, short_arn(node, width=22)))
         parts.extend(_bands(series.get(node, []), top, end, x))
         parts.extend(_dots(checks.get(node, []), top, x))
-    parts.extend(_axis(start, end, height, x))
-    parts.append("</svg>")
-    return "".join(parts)
+    parts.extend(svg.time_axis(start, end, height - AXIS_HEIGHT + 4, x))
+    return svg.svg(CHART_WIDTH, height, parts, label)
 
 
-def _scale(start: datetime, end: datetime) -> Scale:
-    span = max((end - start).total_seconds(), 1.0)
-    usable = CHART_WIDTH - LABEL_WIDTH - 10
-
-    def x(moment: datetime) -> float:
-        return LABEL_WIDTH + usable * (moment - start).total_seconds() / span
-
-    return x
-
-
-def _bands(changes: list[dict[str, str]], top: int, end: datetime, x: Scale) -> list[str]:
+def _bands(changes: list[dict[str, str]], top: int, end: datetime, x: svg.Scale) -> list[str]:
     out: list[str] = []
     for i, change in enumerate(changes):
         begin = parse_iso(change["time"])
         finish = parse_iso(changes[i + 1]["time"]) if i + 1 < len(changes) else end
         left, right = x(begin), x(finish)
-        color = STATE_COLORS.get(change["state"], "#adb5bd")
-        tip = escape(f"{change['state']} from {change['time']}: {change['reason']}")
-        out.append(f'<rect x="{left:.1f}" y="{top + 6}" width="{max(right - left, 2.0):.1f}" '
-                   f'height="{LANE_HEIGHT - 12}" fill="{color}"><title>{tip}</title></rect>')
+        out.append(svg.rect(left, top + 6, max(right - left, 2.0), LANE_HEIGHT - 12,
+                            STATE_COLORS.get(change["state"], "#adb5bd"),
+                            f"{change['state']} from {change['time']}: {change['reason']}"))
     return out
 
 
-def _dots(marks: list[dict[str, str]], top: int, x: Scale) -> list[str]:
-    out = []
-    for mark in marks:
-        cx = x(parse_iso(mark["time"]))
-        color = VERDICT_COLORS.get(mark["verdict"], "#868e96")
-        out.append(f'<circle cx="{cx:.1f}" cy="{top + LANE_HEIGHT // 2}" r="5" fill="{color}" stroke="#fff">'
-                   f'<title>{escape(mark["verdict"])} at {escape(mark["time"])}</title></circle>')
-    return out
-
-
-def _axis(start: datetime, end: datetime, height: int, x: Scale) -> list[str]:
-    base = height - AXIS_HEIGHT + 4
-    out = [f'<line x1="{LABEL_WIDTH}" y1="{base}" x2="{CHART_WIDTH - 10}" y2="{base}" stroke="#adb5bd"/>']
-    ticks = 5
-    for k in range(ticks + 1):
-        moment = start + (end - start) * k / ticks
-        px = x(moment)
-        label = moment.strftime("%m-%d %H:%M:%S")
-        anchor = "start" if k == 0 else "end" if k == ticks else "middle"
-        out.append(f'<line x1="{px:.1f}" y1="{base}" x2="{px:.1f}" y2="{base + 4}" stroke="#adb5bd"/>'
-                   f'<text x="{px:.1f}" y="{base + 16}" text-anchor="{anchor}">{label}</text>')
-    return out
+def _dots(marks: list[dict[str, str]], top: int, x: svg.Scale) -> list[str]:
+    return [svg.circle(x(parse_iso(mark["time"])), top + LANE_HEIGHT // 2, 5,
+                       VERDICT_COLORS.get(mark["verdict"], "#868e96"), f"{mark['verdict']} at {mark['time']}")
+            for mark in marks]

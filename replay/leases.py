@@ -14,11 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from consumers.adapters.dynamodb import from_attribute_map
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 Snapshot = dict[tuple[str, str], tuple[str | None, int]]  # (table, shard) -> (owner, counter)
 
@@ -34,7 +37,7 @@ class ConsumerCheck:
 
 
 def check_consumers(
-    dynamodb: Any,
+    dynamodb: DynamoDBClient,
     *,
     lease_tables: Sequence[str],
     checkpoint_table: str,
@@ -59,7 +62,7 @@ def check_consumers(
     return check
 
 
-def _leases(dynamodb: Any, tables: Sequence[str], check: ConsumerCheck | None) -> Snapshot:
+def _leases(dynamodb: DynamoDBClient, tables: Sequence[str], check: ConsumerCheck | None) -> Snapshot:
     found: Snapshot = {}
     for table in tables:
         rows = _scan(dynamodb, table)
@@ -77,7 +80,7 @@ def _leases(dynamodb: Any, tables: Sequence[str], check: ConsumerCheck | None) -
 
 
 def _checkpoints(
-    dynamodb: Any, table: str, applications: Sequence[str], check: ConsumerCheck | None
+    dynamodb: DynamoDBClient, table: str, applications: Sequence[str], check: ConsumerCheck | None
 ) -> dict[str, str]:
     rows = _scan(dynamodb, table)
     if rows is None:
@@ -121,7 +124,7 @@ def _compare_checkpoints(before: dict[str, str], after: dict[str, str], wait_s: 
         check.notes.append(f"local-reader checkpoints did not move in {wait_s:g} s: no reader is running")
 
 
-def _scan(dynamodb: Any, table: str) -> list[dict[str, Any]] | None:
+def _scan(dynamodb: DynamoDBClient, table: str) -> list[dict[str, Any]] | None:
     try:
         pages = dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
         return [from_attribute_map(row) for page in pages for row in page.get("Items", [])]

@@ -24,7 +24,6 @@ class ReplayProgress:
 
     def __init__(self, source: Source, *, enabled: bool, console: Console | None = None) -> None:
         self._source = source
-        self._enabled = enabled
         self._bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

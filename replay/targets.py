@@ -10,10 +10,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from consumers.core.ports import ItemWrite, ProjectionStore
 from consumers.core.projection import KEY_ATTRIBUTE, TABLES, EntityKey, Item, ProjectionState
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 WRITE_CHUNK = 500
 CONFLICT_ROUNDS = 3
@@ -115,7 +118,7 @@ def _write_chunk(
 
 
 def prune_tables(
-    client: Any,
+    client: DynamoDBClient,
     table_names: Mapping[str, str],
     state: ProjectionState,
     scan: Callable[[str], Iterable[Item]],

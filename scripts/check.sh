@@ -9,4 +9,5 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1
 
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
+echo "== import contracts"; lint-imports --no-cache
 echo "== pytest"; pytest "$@"

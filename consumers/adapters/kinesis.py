@@ -1,19 +1,23 @@
-"""Kinesis adapters: append our events to the stream, and read shards (for replay and the local reader)."""
+"""Kinesis writer: append our events to the stream (reading is ``kinesis_reader``'s and ``kinesis_fanout``'s)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from consumers.adapters.dynamodb import TRANSIENT_CODES
 from consumers.core.errors import TransientError
-from consumers.core.ports import StreamRecord
 from events_schema.envelope import Envelope
 from events_schema.partition import partition_key_for
 
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
+
+PUT_TRIES = 8
 KINESIS_TRANSIENT = TRANSIENT_CODES | {"KMSThrottlingException", "LimitExceededException"}
 
 
@@ -24,9 +28,10 @@ def envelope_bytes(envelope: Envelope) -> bytes:
 class KinesisStreamWriter:
     """PutRecords in order; records that Kinesis rejects are retried by the caller as a TransientError."""
 
-    def __init__(self, client: Any, stream_name: str) -> None:
+    def __init__(self, client: KinesisClient, stream_name: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self._client = client
         self._stream = stream_name
+        self._sleep = sleep
 
     def append(self, envelopes: Sequence[Envelope], partition_keys: Sequence[str] | None = None) -> list[str]:
         """``partition_keys``: where each event goes (a record's events share its ECS events' shard, so
@@ -49,69 +54,36 @@ class KinesisStreamWriter:
         return sequence_numbers
 
     def put_raw(self, records: Sequence[tuple[bytes, str]]) -> list[str]:
-        """PutRecords for (data, partition key) pairs, retrying the failed ones (the bridge's path)."""
-        pending = list(records)
-        sequence_numbers: list[str] = []
-        for _ in range(8):
-            if not pending:
-                return sequence_numbers
-            response = self._client.put_records(
-                StreamName=self._stream,
-                Records=[{"Data": data, "PartitionKey": key} for data, key in pending],
-            )
-            retry = []
-            for record, result in zip(pending, response["Records"], strict=True):
-                if "ErrorCode" in result:
-                    retry.append(record)
-                else:
-                    sequence_numbers.append(result["SequenceNumber"])
-            pending = retry
-        raise TransientError(f"{len(pending)} records still rejected by Kinesis after retries")
+        """PutRecords for (data, partition key) pairs: the local bridge's path. Records Kinesis rejects inside
+        a successful answer (botocore does not retry those) are put again, with backoff, up to 8 tries."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential  # [local]
+
+        pending, sequence_numbers = list(records), list[str]()
+        retrying = Retrying(stop=stop_after_attempt(PUT_TRIES), wait=wait_exponential(multiplier=0.05, max=2.0),
+                            retry=retry_if_exception_type(_Rejected), sleep=self._sleep, reraise=True)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    pending = self._put_records(pending, sequence_numbers)
+                    if pending:
+                        raise _Rejected(len(pending))
+        except _Rejected as exc:
+            raise TransientError(f"{exc} records still rejected by Kinesis after {PUT_TRIES} tries") from exc
+        return sequence_numbers
+
+    def _put_records(self, records: list[tuple[bytes, str]], sequence_numbers: list[str]) -> list[tuple[bytes, str]]:
+        """One PutRecords; the sequence numbers of the records put go to ``sequence_numbers``, the rejected
+        records come back."""
+        response = self._client.put_records(
+            StreamName=self._stream, Records=[{"Data": data, "PartitionKey": key} for data, key in records])
+        rejected = []
+        for record, result in zip(records, response["Records"], strict=True):
+            if "ErrorCode" in result:
+                rejected.append(record)
+            else:
+                sequence_numbers.append(str(result["SequenceNumber"]))
+        return rejected
 
 
-def list_shards(client: Any, stream_name: str) -> list[dict[str, Any]]:
-    shards: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"StreamName": stream_name}
-    while True:
-        response = client.list_shards(**kwargs)
-        shards.extend(response["Shards"])
-        token = response.get("NextToken")
-        if not token:
-            return shards
-        kwargs = {"NextToken": token}
-
-
-def read_shard(
-    client: Any,
-    stream_name: str,
-    shard_id: str,
-    *,
-    after_sequence: str | None = None,
-    limit: int = 10_000,
-) -> Iterator[list[StreamRecord]]:
-    """Batches from one shard up to its current tip, then stop."""
-    if after_sequence:
-        iterator = client.get_shard_iterator(
-            StreamName=stream_name, ShardId=shard_id,
-            ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after_sequence,
-        )["ShardIterator"]
-    else:
-        iterator = client.get_shard_iterator(
-            StreamName=stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-    while iterator:
-        response = client.get_records(ShardIterator=iterator, Limit=limit)
-        records = [
-            StreamRecord(
-                shard_id=shard_id,
-                sequence_number=str(r["SequenceNumber"]),
-                partition_key=str(r["PartitionKey"]),
-                data=bytes(r["Data"]),
-                arrival=r.get("ApproximateArrivalTimestamp"),
-            )
-            for r in response["Records"]
-        ]
-        if not records:
-            return
-        yield records
-        iterator = response.get("NextShardIterator")
+class _Rejected(Exception):
+    """Some records of a PutRecords were rejected (throttled); the message is how many."""

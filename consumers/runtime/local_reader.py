@@ -2,6 +2,8 @@
 
 It speaks amazon-kclpy's own message classes to the processor, keeps one processor per shard,
 checkpoints into a DynamoDB table (or memory), and resumes after the last checkpoint on restart.
+Shards are read by ``consumers.adapters.kinesis_reader``; every batch carries the ``millisBehindLatest``
+that GetRecords gave, as the daemon's does.
 """
 
 from __future__ import annotations
@@ -9,14 +11,28 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from amazon_kclpy import messages
 from amazon_kclpy.checkpoint_error import CheckpointError
 
 from consumers.adapters.dynamodb import from_attribute_map, to_attribute_map
-from consumers.adapters.kinesis import list_shards
-from consumers.runtime.processor import ShardProcessor
+from consumers.adapters.kinesis_reader import FROM_START, ShardBatch, ShardPoller, StartAt, drain, list_shards
+from consumers.core.ports import StreamRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kinesis import KinesisClient
+
+
+class RecordProcessor(Protocol):
+    """What the reader drives: amazon-kclpy's v3 processor interface (``ShardProcessor`` is one)."""
+
+    def initialize(self, initialize_input: Any) -> None: ...
+
+    def process_records(self, process_records_input: Any) -> None: ...
+
+    def shutdown_requested(self, shutdown_requested_input: Any) -> None: ...
 
 
 class CheckpointStore(Protocol):
@@ -37,7 +53,7 @@ class MemoryCheckpoints:
 
 
 class DynamoCheckpoints:
-    def __init__(self, client: Any, table_name: str) -> None:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._client = client
         self._table = table_name
 
@@ -76,17 +92,17 @@ class _Checkpointer:
 
 @dataclass
 class _Shard:
-    processor: ShardProcessor
-    iterator: str | None
+    processor: RecordProcessor
+    poller: ShardPoller
 
 
 class LocalReader:
     def __init__(
         self,
-        kinesis: Any,
+        kinesis: KinesisClient,
         stream_name: str,
         application: str,
-        processor_factory: Callable[[], ShardProcessor],
+        processor_factory: Callable[[], RecordProcessor],
         checkpoints: CheckpointStore,
         *,
         batch_limit: int = 1000,
@@ -127,59 +143,49 @@ class LocalReader:
     def _drain(self, shard_id: str) -> int:
         shard = self._shards.get(shard_id) or self._open(shard_id)
         delivered = 0
-        while shard.iterator:
-            response = self._kinesis.get_records(ShardIterator=shard.iterator, Limit=self._limit)
-            records = response["Records"]
-            if not records:
-                shard.iterator = response.get("NextShardIterator")
-                break
-            self._deliver(shard_id, shard.processor, records)
-            shard.iterator = response.get("NextShardIterator")
-            delivered += len(records)
+        for batch in drain(shard.poller):
+            self._deliver(shard.processor, batch)
+            delivered += len(batch.records)
         return delivered
 
     def _open(self, shard_id: str) -> _Shard:
         after = self._checkpoints.get(self._application, shard_id)
-        kwargs: dict[str, Any] = {"StreamName": self._stream, "ShardId": shard_id}
-        if after:
-            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
-        else:
-            kwargs.update(ShardIteratorType="TRIM_HORIZON")
-        iterator = self._kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+        start = StartAt.after(after) if after else FROM_START
+        poller = ShardPoller(self._kinesis, self._stream, shard_id, start, limit=self._limit)
         processor = self._factory()
         processor.initialize(
             messages.InitializeInput(
                 {"action": "initialize", "shardId": shard_id, "sequenceNumber": after, "subSequenceNumber": 0}
             )
         )
-        shard = _Shard(processor, iterator)
+        shard = _Shard(processor, poller)
         self._shards[shard_id] = shard
         return shard
 
-    def _deliver(self, shard_id: str, processor: ShardProcessor, records: list[dict[str, Any]]) -> None:
-        batch = messages.ProcessRecordsInput(
+    def _deliver(self, processor: RecordProcessor, batch: ShardBatch) -> None:
+        message = messages.ProcessRecordsInput(
             {
                 "action": "processRecords",
-                "millisBehindLatest": 0,
-                "records": [_kcl_record(r) for r in records],
+                "millisBehindLatest": batch.millis_behind_latest or 0,
+                "records": [_kcl_record(r) for r in batch.records],
             }
         )
         checkpointer = _Checkpointer(
-            self._checkpoints, self._application, shard_id, str(records[-1]["SequenceNumber"])
+            self._checkpoints, self._application, batch.shard_id, batch.records[-1].sequence_number
         )
-        batch.dispatch(checkpointer, processor)
+        message.dispatch(checkpointer, processor)
 
 
-def _kcl_record(record: dict[str, Any]) -> messages.Record:
-    arrival = record.get("ApproximateArrivalTimestamp")
+def _kcl_record(record: StreamRecord) -> messages.Record:
+    arrival = record.arrival
     return messages.Record(
         {
             "action": "record",
-            "sequenceNumber": str(record["SequenceNumber"]),
+            "sequenceNumber": record.sequence_number,
             "subSequenceNumber": 0,
             "approximateArrivalTimestamp": int(arrival.timestamp() * 1000) if arrival else 0,
-            "partitionKey": record["PartitionKey"],
-            "data": base64.b64encode(bytes(record["Data"])).decode(),
+            "partitionKey": record.partition_key,
+            "data": base64.b64encode(record.data).decode(),
         }
     )
 

@@ -63,14 +63,8 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     subject = _subject(args, AuditSubject)
-    clients: list[AwsClients] = []
-
-    def client(service: str) -> Any:
-        if not clients:
-            clients.append(AwsClients(settings))
-        return clients[0].client(service)
-
-    source = open_history(args, settings, datetime.now(UTC), client)
+    # AwsClients loads boto3 on the first client only: a file source needs no AWS at all.
+    source = open_history(args, settings, datetime.now(UTC), AwsClients(settings).client)
     window = None if source.reads_window else TimeWindow(args.since, args.until)
     from gpu_recovery.apps import projection_config
 

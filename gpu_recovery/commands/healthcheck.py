@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpu_recovery.commands.common import add_aws_options
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
 
 EPILOG = """\
 exit codes: 0 the node is usable (healthy, or an application fault), 1 the node needs repair
@@ -91,7 +94,7 @@ def _writer_factory(args: argparse.Namespace) -> Any:
     return writer
 
 
-def _kinesis_client(settings: Any) -> Any:
+def _kinesis_client(settings: Any) -> KinesisClient:
     """Short timeouts and few SDK retries: the agent retries itself, within the 20-minute check deadline."""
     import os
 

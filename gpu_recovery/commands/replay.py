@@ -10,11 +10,17 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # gpu_recovery.wiring builds the recovery consumer and its actuators, which replay never reaches:
 # the shared names come from gpu_recovery.apps instead, imported when a command runs (not on --help).
 from gpu_recovery.commands.common import add_aws_options, settings_from
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
+
+    from gpu_recovery.aws import AwsClients
+    from replay.sources import ClientFactory, Source
 
 TARGET_HELP = ("shadow (default: new tables <name>-replay-<UTC time>), file:PATH (one JSON object, '-' for "
                "stdout), live (overwrite the live tables; needs --yes) or none (with --verify: compare only)")
@@ -35,7 +41,7 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
                         "beside the fold) or in threads of this one")
 
 
-def open_history(args: argparse.Namespace, settings: Any, now: datetime, client: Any) -> Any:
+def open_history(args: argparse.Namespace, settings: Any, now: datetime, client: ClientFactory) -> Source:
     """The --source of a replay or audit; the stream through a child process unless --reader thread."""
     from functools import partial
 
@@ -46,7 +52,7 @@ def open_history(args: argparse.Namespace, settings: Any, now: datetime, client:
                        since=args.since, until=args.until, kinesis_factory=factory)
 
 
-def kinesis_client(settings: Any) -> Any:
+def kinesis_client(settings: Any) -> KinesisClient:
     """A Kinesis client from settings; module-level so a reader process can unpickle it."""
     from gpu_recovery.aws import AwsClients
 
@@ -102,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from gpu_recovery.aws import AwsClients
     from replay.rebuild import TimeWindow, rebuild
     from replay.report import ReplayProgress, print_summary, print_verify
 
@@ -109,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     target = _checked_target(args.target)
     out = Console(stderr=bool(args.json) or target == "file:-", highlight=False)
-    clients = _Clients(settings)
+    clients = AwsClients(settings)  # clients on first use only: a file-to-file replay needs no AWS at all
     if target == "live" and not _live_allowed(args, clients, settings, Console(stderr=True, highlight=False)):
         return EXIT_REFUSED
     source = open_history(args, settings, now, clients.client)
@@ -134,21 +141,6 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_DIFFERENT if report is not None and not report.equal else 0
 
 
-class _Clients:
-    """AWS clients on first use only: a file-to-file replay needs no AWS at all."""
-
-    def __init__(self, settings: Any) -> None:
-        self._settings = settings
-        self._clients: Any = None
-
-    def client(self, service: str) -> Any:
-        if self._clients is None:
-            from gpu_recovery.aws import AwsClients
-
-            self._clients = AwsClients(self._settings)
-        return self._clients.client(service)
-
-
 def _checked_target(target: str) -> str:
     from replay.targets import TargetError
 
@@ -157,7 +149,7 @@ def _checked_target(target: str) -> str:
     raise TargetError(f"--target {target!r}: expected shadow, file:PATH, live or none")
 
 
-def _live_allowed(args: argparse.Namespace, clients: _Clients, settings: Any, err: Any) -> bool:
+def _live_allowed(args: argparse.Namespace, clients: AwsClients, settings: Any, err: Any) -> bool:
     from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP
     from replay.leases import check_consumers
     from replay.report import print_consumers
@@ -181,7 +173,7 @@ def _live_allowed(args: argparse.Namespace, clients: _Clients, settings: Any, er
     return True
 
 
-def _verify(rebuilt: Any, clients: _Clients, settings: Any, now: datetime) -> Any:
+def _verify(rebuilt: Any, clients: AwsClients, settings: Any, now: datetime) -> Any:
     from botocore.exceptions import ClientError
 
     from consumers.adapters.dynamodb import DynamoProjectionStore
@@ -202,7 +194,7 @@ def _verify(rebuilt: Any, clients: _Clients, settings: Any, now: datetime) -> An
 
 
 def _write(
-    target: str, rebuilt: Any, clients: _Clients, settings: Any, now: datetime, args: argparse.Namespace
+    target: str, rebuilt: Any, clients: AwsClients, settings: Any, now: datetime, args: argparse.Namespace
 ) -> dict[str, Any]:
     from consumers.adapters.dynamodb import DynamoProjectionStore, create_tables
     from replay.targets import fill_tables, prune_tables, shadow_table_names, write_file

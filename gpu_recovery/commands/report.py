@@ -89,14 +89,8 @@ def _build(args: argparse.Namespace, now: Any, since: Any, until: Any, lookback:
     from replay.sources import open_source
 
     settings = settings_from(args)
-    clients: dict[str, Any] = {}
-
-    def client(service: str) -> Any:  # no AWS client at all for a file source
-        if not clients:
-            clients["aws"] = AwsClients(settings)
-        return clients["aws"].client(service)
-
-    source = open_source(args.source, clients=client, stream_name=settings.stream_name, now=now,
+    # AwsClients loads boto3 on the first client only: a file source needs no AWS at all.
+    source = open_source(args.source, clients=AwsClients(settings).client, stream_name=settings.stream_name, now=now,
                          since=since - lookback if since else None, until=until)
     unreadable: Counter[str] = Counter()
     events = decode_each((record.data for record in source.records()), unreadable)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpu_recovery.commands.common import add_aws_options, settings_from
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
+
+    from consumers.adapters.kinesis_reader import Follower, StartAt
 
 
 def register(subparsers: Any) -> None:
@@ -41,10 +46,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from analytics.follow import StartAt, stop_after
     from analytics.history import parse_when
-    from analytics.tail import Shown, human_line, json_line, tail_events, unreadable_line
+    from analytics.tail import Shown, human_line, json_line, stop_after, tail_events, unreadable_line
     from analytics.view import EventFilter
+    from consumers.adapters.kinesis_reader import StartAt
     from gpu_recovery.apps import projection_config
 
     settings = settings_from(args)
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def kinesis_client(settings: Any) -> Any:
+def kinesis_client(settings: Any) -> KinesisClient:
     """The Kinesis client, at GPU_RECOVERY_KINESIS_ENDPOINT_URL when that is set (e.g. kinesis-local)."""
     from gpu_recovery.aws import AwsClients
 
@@ -85,13 +90,13 @@ def kinesis_client(settings: Any) -> Any:
     return AwsClients(settings.model_copy(update={"endpoint_url": endpoint})).client("kinesis")
 
 
-def _follower(args: argparse.Namespace, settings: Any, start: Any) -> Any:
+def _follower(args: argparse.Namespace, settings: Any, start: StartAt) -> Follower:
     client = kinesis_client(settings)
     if args.consumer_arn:
-        from analytics.fanout import FanOutFollower, tolerate_missing_initial_response
+        from consumers.adapters.kinesis_fanout import FanOutFollower, tolerate_missing_initial_response
 
         return FanOutFollower(tolerate_missing_initial_response(client), settings.stream_name, args.consumer_arn,
                               start)
-    from analytics.follow import PollingFollower
+    from consumers.adapters.kinesis_reader import PollingFollower
 
     return PollingFollower(client, settings.stream_name, start, idle_sleep=args.poll_interval)

@@ -19,14 +19,15 @@ import pytest
 from botocore.eventstream import EventStreamBuffer
 from botocore.parsers import ResponseParserError
 
-from analytics.fanout import (
+from analytics.tail import stop_after
+from consumers.adapters.kinesis_fanout import (
     INITIAL_RESPONSE,
     FanOutFollower,
     _InitialResponseFirst,
     event_stream_message,
     tolerate_missing_initial_response,
 )
-from analytics.follow import PollingFollower, StartAt, stop_after
+from consumers.adapters.kinesis_reader import PollingFollower, ShardBatch, StartAt
 from gpu_recovery.cli import main
 from local import kinesis_local
 from tests.analytics.scenario import history
@@ -159,6 +160,22 @@ def test_fan_out_reads_every_shard_then_follows_new_records(kinesis_endpoint: st
     assert sorted(got) == list(range(10))
     assert sorted(got[:6]) == list(range(6))
     assert len(shards) == 2
+
+
+@pytest.mark.slow
+def test_fan_out_batches_carry_how_far_behind_the_tip_they_are(kinesis_endpoint: str) -> None:
+    # GIVEN a 1-shard stream with 3 records
+    client = tolerate_missing_initial_response(_client(kinesis_endpoint))
+    stream, consumer = _stream_with_consumer(client, 1)
+    _put(client, stream, range(3))
+    follower = FanOutFollower(client, stream, consumer, StartAt("TRIM_HORIZON"), retry_s=0.5)
+    # WHEN followed batch by batch until the 3 records are in
+    batches: list[ShardBatch] = []
+    for batch in follower.batches(lambda: sum(len(b.records) for b in batches) >= 3):
+        batches.append(batch)
+    # THEN every batch carries the SubscribeToShard event's MillisBehindLatest, and they hold the records in order
+    assert batches and all(isinstance(b.millis_behind_latest, int) and b.millis_behind_latest >= 0 for b in batches)
+    assert [json.loads(r.data)["i"] for b in batches for r in b.records] == [0, 1, 2]
 
 
 @pytest.mark.slow

@@ -78,21 +78,22 @@ def test_mean_and_p90_time_to_recovery(report: Report) -> None:
     # GIVEN time to recovery A = 480, B = 400, C = 95 (D never recovered)
     totals = [sum(A.values()), sum(B.values()), sum(C.values())]
     assert totals == [480, 400, 95]
-    # THEN mean = 975 / 3 = 325, p90 (nearest rank: ceil(0.9 * 3) = 3rd of 3) = 480
+    # THEN mean = 975 / 3 = 325; p90 between the 2nd and 3rd of [95, 400, 480], at 0.9 * (3 - 1) = 1.8:
+    # 400 + 0.8 * (480 - 400) = 464
     assert report.incidents_complete == 3
     assert report.time_to_recovery.count == 3
     assert report.time_to_recovery.mean_s == pytest.approx(325.0)
-    assert report.time_to_recovery.p90_s == 480.0
+    assert report.time_to_recovery.p90_s == pytest.approx(464.0)
     # and per phase over the same three incidents; the phase means add up to the mean
     expected = {
-        "detect": ((30 + 10 + 5) / 3, 30.0),
-        "diagnose": ((60 + 90 + 60) / 3, 90.0),
-        "repair": ((330 + 30 + 0) / 3, 330.0),
-        "restart": ((60 + 270 + 30) / 3, 270.0),
+        "detect": ((30 + 10 + 5) / 3, 10 + 0.8 * 20),
+        "diagnose": ((60 + 90 + 60) / 3, 60 + 0.8 * 30),
+        "repair": ((330 + 30 + 0) / 3, 30 + 0.8 * 300),
+        "restart": ((60 + 270 + 30) / 3, 60 + 0.8 * 210),
     }
     for phase, (mean_s, p90_s) in expected.items():
         assert report.phases[phase].mean_s == pytest.approx(mean_s), phase
-        assert report.phases[phase].p90_s == p90_s, phase
+        assert report.phases[phase].p90_s == pytest.approx(p90_s), phase
     assert sum(report.phases[p].mean_s or 0 for p in expected) == pytest.approx(325.0)
 
 
@@ -190,11 +191,12 @@ def test_an_empty_history_gives_an_empty_report() -> None:
 
 
 @pytest.mark.parametrize(("values", "expected"), [
-    ([], None), ([5.0], 5.0), ([1.0, 2.0], 2.0), ([float(n) for n in range(1, 11)], 9.0),
+    # position 0.9 * (n - 1) in the sorted values, interpolated: numpy's default percentile
+    ([], None), ([5.0], 5.0), ([2.0, 1.0], 1.9), ([float(n) for n in range(10, 0, -1)], 9.1),
     ([float(n) for n in range(1, 12)], 10.0),
 ])
-def test_p90_is_nearest_rank(values: list[float], expected: float | None) -> None:
-    assert p90(values) == expected
+def test_p90_interpolates_between_the_closest_ranks(values: list[float], expected: float | None) -> None:
+    assert p90(values) == pytest.approx(expected)
 
 
 SCENARIO_EVENTS = decode_all(scenario_bytes()).events

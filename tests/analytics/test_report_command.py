@@ -12,9 +12,10 @@ import pytest
 from rich.console import Console
 
 from analytics.history import decode_all
-from analytics.html import histogram, nice_step, report_html
+from analytics.html import report_html
 from analytics.render import duration, print_report
 from analytics.report import Report, build_report
+from analytics.svg import histogram, nice_step
 from gpu_recovery.cli import main
 from tests.analytics import scenario
 from tests.analytics.test_report import build, scenario_bytes

@@ -10,10 +10,10 @@ from typing import Any
 import boto3
 import pytest
 
-from analytics.follow import PollingFollower, ShardBook, StartAt, stop_after
 from analytics.history import parse_when
-from analytics.tail import Shown, Unreadable, json_line, tail_events
+from analytics.tail import Shown, Unreadable, json_line, stop_after, tail_events
 from analytics.view import EventFilter, line_of, view_of
+from consumers.adapters.kinesis_reader import PollingFollower, ShardBook, StartAt
 from consumers.core.ports import StreamRecord
 from events_schema.decode import decode, decode_mapping
 from gpu_recovery.cli import main
@@ -254,11 +254,21 @@ def test_tail_json_lines_decode_and_respect_filters(server_stream: tuple[str, st
     assert "garbage" not in out
 
 
+def test_tail_stops_right_after_max_events_even_within_a_batch(server_stream: tuple[str, str, Any],
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    endpoint, stream, _ = server_stream
+    # WHEN tailing every event but stopping after 3 (a GetRecords batch holds many more)
+    code = main(_tail(endpoint, stream, "--max-events", "3"))
+    # THEN exactly 3 lines, not the rest of the batch
+    assert code == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
 def test_tail_prints_human_lines_and_reports_unreadable_records(server_stream: tuple[str, str, Any],
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     endpoint, stream, _ = server_stream
-    # WHEN tailing everything until the history is read (40 events) and a short timeout
-    code = main(_tail(endpoint, stream, "--max-events", str(len(history()))))
+    # WHEN tailing everything until a timeout (the stream holds 40 events and one record that is not)
+    code = main([*_tail(endpoint, stream), "--timeout", "2"])
     out, err = capsys.readouterr()
     # THEN one line per event and the record that is not an event is named on stderr
     assert code == 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from consumers.adapters.kinesis import list_shards, read_shard
+from consumers.adapters.kinesis_reader import list_shards, read_shard
 from events_schema.decode import decode
 from events_schema.envelope import OurEvent
 from events_schema.events import HealthCheckReported
@@ -72,7 +72,7 @@ def test_flags_win_over_the_environment_and_the_event_lands_in_the_stream(
     printed = printed_event(capsys.readouterr().out)
     assert code == 0 and (printed.verdict, printed.level, printed.incident_id) == ("healthy", 2, "inc-43")
     shard = list_shards(kinesis, "checks")[0]["ShardId"]
-    (record,) = [r for batch in read_shard(kinesis, "checks", shard) for r in batch]
+    (record,) = [r for batch in read_shard(kinesis, "checks", shard) for r in batch.records]
     assert record.partition_key == NODE_ARN
     assert json.loads(record.data)["data"]["incident_id"] == "inc-43"
 

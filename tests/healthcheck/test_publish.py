@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from consumers.adapters.kinesis import KinesisStreamWriter, list_shards, read_shard
+from consumers.adapters.kinesis import KinesisStreamWriter
+from consumers.adapters.kinesis_reader import list_shards, read_shard
 from consumers.core.projection import NODE, ProjectionConfig, ProjectionState, fold
 from events_schema.decode import decode
 from events_schema.envelope import Envelope, OurEvent
@@ -30,7 +31,7 @@ def records(client: Any) -> list[tuple[str, bytes]]:
     found: list[tuple[str, bytes]] = []
     for shard in list_shards(client, STREAM):
         for batch in read_shard(client, STREAM, shard["ShardId"]):
-            found.extend((r.partition_key, r.data) for r in batch)
+            found.extend((r.partition_key, r.data) for r in batch.records)
     return found
 
 

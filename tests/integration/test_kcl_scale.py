@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
-from consumers.adapters.kinesis import list_shards
+from consumers.adapters.kinesis_reader import list_shards
 from consumers.core.projection import KEY_ATTRIBUTE, TABLES, fold_all
 from consumers.runtime import kcl_daemon
 from events_schema.decode import MalformedRecord, StreamEvent, decode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,3 +46,37 @@ def test_every_record_once_in_shard_order_and_resume_after_restart(kinesis: Any)
     reader(kinesis, second, checkpoints).run_until_idle()
     # THEN it resumes after the checkpoints: only the new records
     assert sorted(n for _, n in second.seen) == list(range(50, 60))
+
+
+class _BehindRecorder:
+    """A kclpy v3 processor that notes each batch's size and millisBehindLatest, and checkpoints it."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    def initialize(self, initialize_input: Any) -> None:
+        pass
+
+    def process_records(self, process_records_input: Any) -> None:
+        self.batches.append((len(process_records_input.records), process_records_input.millis_behind_latest))
+        process_records_input.checkpointer.checkpoint()
+
+    def shutdown_requested(self, shutdown_requested_input: Any) -> None:
+        pass
+
+
+def test_each_batch_says_how_far_behind_the_tip_it_is(kinesis: Any) -> None:
+    # GIVEN one shard holding 10 records, then (300 ms later) 5 more
+    kinesis.create_stream(StreamName="s", ShardCount=1)
+    put(kinesis, range(0, 10))
+    time.sleep(0.3)
+    put(kinesis, range(10, 15))
+    processor = _BehindRecorder()
+    # WHEN the reader drains it 10 records at a time
+    LocalReader(kinesis, "s", "app", lambda: processor, MemoryCheckpoints(), batch_limit=10).run_until_idle()
+    # THEN the first batch is GetRecords' real millisBehindLatest (the newer records are ~300 ms ahead),
+    # and the batch that reaches the tip is 0 behind
+    (first, behind_first), (last, behind_last) = processor.batches
+    assert (first, last) == (10, 5)
+    assert 250 <= behind_first < 5_000
+    assert behind_last == 0

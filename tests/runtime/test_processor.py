@@ -79,11 +79,16 @@ def test_a_bug_stops_the_processor_without_checkpoint_so_nothing_is_skipped() ->
 
 
 def test_retries_exhausted_is_fatal_too() -> None:
+    # GIVEN a handler that stays throttled longer than the retry policy (3 retries, then one last try)
     fatal: list[BaseException] = []
-    handler = Handler([TransientError("x")] * 5)
-    with pytest.raises(FatalProcessorError):
-        batch("10").dispatch(Checkpointer(), processor(handler, fatal))
-    assert fatal
+    handler, checkpointer = Handler([TransientError(f"throttled {n}") for n in range(5)]), Checkpointer()
+    # WHEN the batch is processed
+    with pytest.raises(FatalProcessorError, match="throttled 3"):
+        batch("10").dispatch(checkpointer, processor(handler, fatal))
+    # THEN it was tried 4 times, the last failure stops the process, and nothing is checkpointed or skipped
+    assert len(handler.failures) == 1 and handler.batches == []
+    assert [str(e) for e in fatal] == ["throttled 3"] and isinstance(fatal[0], TransientError)
+    assert checkpointer.positions == []
 
 
 def test_lease_lost_stops_writing() -> None:

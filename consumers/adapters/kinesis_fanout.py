@@ -1,8 +1,10 @@
 """Enhanced fan-out: SubscribeToShard on every shard of a registered consumer, new shards too.
 
-Each shard has its own subscription thread (a subscription lasts at most five minutes; it is renewed
-from the last ``ContinuationSequenceNumber``). Records meet in one queue; the caller's thread yields them.
-When a shard ends, its last event names the child shards, which are then subscribed from their start.
+The push twin of ``kinesis_reader.PollingFollower``: the same ``StartAt``, ``ShardBook`` and ``ShardBatch``
+(with each event's ``MillisBehindLatest``). Each shard has its own subscription thread (a subscription
+lasts at most five minutes; it is renewed from the last ``ContinuationSequenceNumber``). Batches meet in
+one queue; the caller's thread yields them. When a shard ends, its last event names the child shards,
+which are then subscribed from their start.
 
 kinesis-mock (npm ``kinesis-local``, the local Kinesis our tests use) streams SubscribeToShard events
 but omits the ``initial-response`` event that botocore requires first in an ``awsJson`` event stream
@@ -20,16 +22,27 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError
 
-from analytics.follow import ShardBook, StartAt, to_stream_record
-from consumers.adapters.kinesis import list_shards
+from consumers.adapters.kinesis_reader import (
+    ShardBatch,
+    ShardBook,
+    ShouldStop,
+    StartAt,
+    list_shards,
+    records_of,
+    stream_record,
+)
 from consumers.core.ports import StreamRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
+    from mypy_boto3_kinesis.type_defs import StartingPositionTypeDef, SubscribeToShardEventTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +114,7 @@ def _guard_initial_response(response_dict: dict[str, Any], **_: Any) -> None:
         response_dict["body"] = _InitialResponseFirst(response_dict["body"])
 
 
-def tolerate_missing_initial_response(client: Any) -> Any:
+def tolerate_missing_initial_response(client: KinesisClient) -> KinesisClient:
     """Make ``client.subscribe_to_shard`` work against kinesis-mock too; returns the client."""
     client.meta.events.register(
         "before-parse.kinesis.SubscribeToShard", _guard_initial_response, unique_id="gpu-recovery-initial-response"
@@ -125,7 +138,7 @@ class _Failed:
 
 @dataclass
 class FanOutFollower:
-    client: Any
+    client: KinesisClient
     stream_name: str
     consumer_arn: str
     start: StartAt = field(default_factory=StartAt)
@@ -134,8 +147,11 @@ class FanOutFollower:
     retry_s: float = 5.0
     clock: Callable[[], float] = time.monotonic
 
-    def records(self, should_stop: Callable[[], bool]) -> Iterator[StreamRecord]:
-        inbox: queue.Queue[StreamRecord | _ShardEnded | _Failed] = queue.Queue(maxsize=10_000)
+    def records(self, should_stop: ShouldStop) -> Iterator[StreamRecord]:
+        return records_of(self.batches(should_stop), should_stop)
+
+    def batches(self, should_stop: ShouldStop) -> Generator[ShardBatch]:
+        inbox: queue.Queue[ShardBatch | _ShardEnded | _Failed] = queue.Queue(maxsize=1_000)
         stop = threading.Event()
         subscriptions: dict[str, _Subscription] = {}
         book = ShardBook(self.start)
@@ -148,7 +164,7 @@ class FanOutFollower:
                     item = inbox.get(timeout=self.poll_s)
                 except queue.Empty:
                     continue
-                if isinstance(item, StreamRecord):
+                if isinstance(item, ShardBatch):
                     yield item
                 elif isinstance(item, _ShardEnded):
                     book.finish(item.shard_id)
@@ -183,10 +199,10 @@ class _Subscription:
                  inbox: queue.Queue[Any], stop: threading.Event) -> None:
         self._owner = owner
         self.shard_id = shard_id
-        self._position = start.starting_position()
+        self._position: StartingPositionTypeDef = start.starting_position()
         self._inbox = inbox
         self._stop = stop
-        self._stream: Any = None
+        self._stream: Any = None  # the open EventStream, closed from the caller's thread on stop
         self._lock = threading.Lock()
         self.closed = threading.Event()  # ListShards says the shard is closed (split or merged)
         self.thread = threading.Thread(target=self._run, name=f"subscribe-{shard_id}", daemon=True)
@@ -241,12 +257,12 @@ class _Subscription:
                 return True
         return False  # the subscription's five minutes are up: renew from the continuation
 
-    def _forward(self, event: dict[str, Any] | None) -> bool:
+    def _forward(self, event: SubscribeToShardEventTypeDef | None) -> bool:
         if event is None:
             return False
-        records = event.get("Records") or []
-        for raw in records:
-            self._put(to_stream_record(self.shard_id, raw))
+        records = [stream_record(self.shard_id, raw) for raw in event.get("Records") or []]
+        if records:
+            self._put(ShardBatch(self.shard_id, records, event.get("MillisBehindLatest")))
         continuation = event.get("ContinuationSequenceNumber")
         if continuation:
             self._position = {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": continuation}
