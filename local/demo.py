@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from gpu_recovery.settings import Settings
 from local.embedded_aws import EmbeddedAws
 from local.scenario import DEFAULT_SCENARIO, load_scenario
-from local.scenario_runner import ScenarioResult, ScenarioRun
+from local.scenario_runner import ScenarioResult, ScenarioRun, Wiring
 
 Say = Callable[[str], None]
 
@@ -29,8 +29,8 @@ def aws_endpoint(settings: Settings, say: Say) -> Iterator[Settings]:
         yield settings.model_copy(update={"endpoint_url": aws.endpoint_url})
 
 
-def run_demo(settings: Settings, say: Say, scenario: str = DEFAULT_SCENARIO) -> ScenarioResult:
+def run_demo(settings: Settings, say: Say, wiring: Wiring, scenario: str = DEFAULT_SCENARIO) -> ScenarioResult:
     plan = load_scenario(scenario)
     say(f"scenario {plan.name}: {plan.title}")
     with aws_endpoint(settings, say) as local:
-        return ScenarioRun(plan, local, say).run()
+        return ScenarioRun(plan, local, say, wiring=wiring).run()

@@ -10,8 +10,8 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis import KinesisStreamWriter
@@ -27,7 +27,7 @@ from events_schema.envelope import Envelope
 from events_schema.rules import ingest_rules
 from gpu_recovery.aws import AwsClients
 from gpu_recovery.settings import Settings
-from gpu_recovery.wiring import PROJECTOR_APP, RECOVERY_APP, build_projector, build_recovery, local_reader
+from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP
 from local.bridge import EventBridgeBridge
 from local.call_log import CallLog, RecordingActuator
 from local.clock import VirtualClock
@@ -37,6 +37,20 @@ from local.reactive_fleet import ReactiveFleet
 from local.scenario import EventSpec, Scenario, Spares
 
 Say = Callable[[str], None]
+
+
+class Wiring(Protocol):
+    """How the consumers are built: the composition root (``gpu_recovery.wiring``) passes itself in."""
+
+    def build_projector(self, clients: AwsClients) -> Any: ...
+
+    def build_recovery(self, clients: AwsClients, *, clock: Callable[[], datetime] | None = ...,
+                       fault: Callable[[str, str | None], None] = ..., wrap_actuator: Callable[[Any], Any] = ...,
+                       wrap_writer: Callable[[Any], Any] = ..., owner: str | None = ...) -> RecoveryConsumer: ...
+
+    def local_reader(self, clients: AwsClients, application: str, handler: Any) -> LocalReader: ...
+
+
 MAX_STEPS = 50_000
 IN_REPAIR = frozenset({"CHECKING", "REBOOTING", "VERIFYING"})
 OUT_OF_SERVICE = IN_REPAIR | {"QUARANTINED", "REPLACED", "MISCONFIGURED"}
@@ -138,8 +152,9 @@ class _Tee:
 
 
 class ScenarioRun:
-    def __init__(self, scenario: Scenario, settings: Settings, say: Say, *,
+    def __init__(self, scenario: Scenario, settings: Settings, say: Say, *, wiring: Wiring,
                  fault: Callable[[str, str | None], None] = no_fault) -> None:
+        self.wiring = wiring
         self.scenario = scenario
         self.say = say
         self.fault = fault
@@ -189,20 +204,20 @@ class ScenarioRun:
         self.semantics.injected = [InjectedError(self.clock.now() + timedelta(seconds=e.at), e.action, e.error, e.count)
                                    for e in self.scenario.errors]
         self.semantics.attach(recovery_session)
-        self.projector = build_projector(self.sim_clients)
-        self.projector_reader = local_reader(self.sim_clients, PROJECTOR_APP, self.projector)
+        self.projector = self.wiring.build_projector(self.sim_clients)
+        self.projector_reader = self.wiring.local_reader(self.sim_clients, PROJECTOR_APP, self.projector)
         self._start_recovery()
 
     def _count_scan(self, **_: Any) -> None:
         self.consumer_scans += 1
 
     def _start_recovery(self) -> None:
-        self.recovery: RecoveryConsumer = build_recovery(
+        self.recovery: RecoveryConsumer = self.wiring.build_recovery(
             self.recovery_clients, clock=self.clock.now, fault=self.fault, owner="local",
             wrap_actuator=lambda actuator: RecordingActuator(actuator, self.calls),
             wrap_writer=lambda writer: _Tee(writer, self._narrate),
         )
-        self.recovery_reader: LocalReader = local_reader(self.sim_clients, RECOVERY_APP, self.recovery)
+        self.recovery_reader: LocalReader = self.wiring.local_reader(self.sim_clients, RECOVERY_APP, self.recovery)
         self._guard(self.recovery.resume)
 
     # --- the run ----------------------------------------------------------------------------------

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     say = progress(quiet=args.json)
-    result = run_demo(settings, say, args.scenario)
+    from gpu_recovery import wiring
+
+    result = run_demo(settings, say, wiring, args.scenario)
     if args.json:
         print(json.dumps(result.as_json(), indent=2, sort_keys=True, default=str))
     else:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from gpu_recovery import wiring
 from gpu_recovery.settings import load_settings
 from local.embedded_aws import EmbeddedAws
 from local.scenario import load_scenario
@@ -19,6 +20,6 @@ def scenario_run(name: str, fault: Callable[[str, str | None], None] | None = No
     with EmbeddedAws() as aws:
         settings = load_settings(endpoint_url=aws.endpoint_url)
         kwargs: dict[str, Any] = {"fault": fault} if fault else {}
-        run = ScenarioRun(load_scenario(name), settings, sink.append, **kwargs)
+        run = ScenarioRun(load_scenario(name), settings, sink.append, wiring=wiring, **kwargs)
         result = run.run()
         yield run, result
