@@ -26,7 +26,7 @@ import pytest
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis import list_shards
 from consumers.core.projection import KEY_ATTRIBUTE, TABLES, fold_all
-from consumers.runtime import kcl_daemon
+from consumers.runtime import kcl_java
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import OurEvent
 from events_schema.events import ActionOutcome, DecisionRecorded
@@ -65,9 +65,9 @@ def _prerequisites_missing() -> str | None:
     try:
         kinesis_local.package_dir()
         kinesis_local.node_executable()
-        kcl_daemon.jar_classpath()
-        kcl_daemon.resolve_java()
-    except (kinesis_local.KinesisLocalError, kcl_daemon.KclSetupError) as error:
+        kcl_java.jar_classpath()
+        kcl_java.resolve_java()
+    except (kinesis_local.KinesisLocalError, kcl_java.KclSetupError) as error:
         return str(error)
     return None
 
