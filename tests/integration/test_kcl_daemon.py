@@ -21,6 +21,7 @@ from consumers.runtime import kcl_daemon, kcl_java, kcl_leases, kcl_properties
 from consumers.runtime.kcl_config import DaemonConfig, KclTables
 from consumers.runtime.kcl_properties import property_items, render_properties
 from local import kinesis_local
+from tests.tools import missing_tool
 
 ECHO_PROCESSOR = Path(__file__).parent / "kcl_support" / "echo_processor.py"
 RECORD_COUNT = 200
@@ -351,7 +352,7 @@ def test_real_daemon_delivers_every_record_in_shard_order(
 ) -> None:
     missing = _kcl_prerequisites_missing()
     if missing is not None:
-        pytest.skip(missing)
+        missing_tool(missing)
     # GIVEN kinesis-local with a 2-shard stream holding 200 records, and moto for the leases
     with kinesis_local.KinesisLocal(log_path=tmp_path / "kinesis-local.log") as kinesis_server:
         kinesis = _kinesis_client(kinesis_server.endpoint)

@@ -36,6 +36,7 @@ from local import kinesis_local
 from local.stack import LocalStack, Worker, kill_group, tail
 from tests.factories import ACCOUNT, REGION
 from tests.integration.kcl_support import scale
+from tests.tools import missing_tool
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def _prerequisites_missing() -> str | None:
 def stack(tmp_path: Path) -> Iterator[LocalStack]:
     missing = _prerequisites_missing()
     if missing is not None:
-        pytest.skip(missing)
+        missing_tool(missing)
     settings = load_settings(
         stream_name="kcl-scale", stream_shards=SHARDS, region=REGION, account_id=ACCOUNT,
         cluster_name="gpu-training",
