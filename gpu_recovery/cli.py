@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from gpu_recovery.commands.common import log_level
+
 # Each entry is a module in gpu_recovery/commands with register(subparsers) and a run(args) handler.
 COMMANDS = ("demo", "schema", "healthcheck", "replay", "audit", "consume", "local_stack", "tail", "report")
 
@@ -17,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep GPU training jobs alive on Amazon ECS: detect, diagnose with DCGM, repair, "
         "restart, notify. Event-sourced on Kinesis.",
     )
-    parser.add_argument("--log-level", default="WARNING", help="Python log level (default: WARNING)")
+    parser.add_argument("--log-level", default="WARNING", type=log_level, help="Python log level (default: WARNING)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"gpu_recovery.commands.{name}").register(subparsers)

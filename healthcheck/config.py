@@ -12,10 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumers.core.errors import ConfigError
+from consumers.config_loading import environment_help, load_model
 
 
 def _env(default: Any, name: str, field: str, **kwargs: Any) -> Any:
@@ -56,19 +56,5 @@ ENV_VARS = {
 
 def load_config(**overrides: Any) -> AgentConfig:
     """Explicit values (None means "not given"), then the environment, then defaults."""
-    given = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        return AgentConfig(**given)
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc)) from None
-
-
-def _explain(exc: ValidationError) -> str:
-    lines = ["invalid health-check configuration:"]
-    for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "?"
-        field = next((f for f, env in ENV_VARS.items() if name in (f, env)), name)
-        env = ENV_VARS.get(field)
-        where = f" (--{field.replace('_', '-')} or {env})" if env else ""
-        lines.append(f"  {field}{where}: {error['msg']}; got {error.get('input')!r}.")
-    return "\n".join(lines)
+    return load_model(AgentConfig, overrides, title="invalid health-check configuration",
+                      describe=environment_help(AgentConfig, options=True))

@@ -15,6 +15,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import InfraConfig
+from infra.encryption import log_group
 
 ARCHIVE_PREFIX = "events/year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/"
 FIREHOSE_CIDR_MAPPING = "@aws-cdk--aws-kinesisfirehose.CidrBlocks"
@@ -78,8 +79,7 @@ class Archive(Construct):
             # Years of history: never deleted with the stack.
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.delivery_logs = logs.LogGroup(self, "DeliveryLogs", retention=log_retention,
-                                           removal_policy=RemovalPolicy.DESTROY)
+        self.delivery_logs = log_group(self, "DeliveryLogs", key=key, retention=log_retention)
         self.delivery_stream = firehose.DeliveryStream(
             self,
             "Delivery",

@@ -15,8 +15,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from consumers.config_loading import FieldHelp, load_model
 from consumers.core.errors import ConfigError
 from gpu_recovery.settings import Settings, load_settings
 
@@ -143,10 +144,7 @@ def load_infra_config(context: Mapping[str, Any], environ: Mapping[str, str]) ->
             values[field] = context[field]
         elif environ.get(env_name(field)):
             values[field] = environ[env_name(field)]
-    try:
-        return InfraConfig(**values)
-    except ValidationError as exc:
-        raise ConfigError(_explain(exc)) from None
+    return load_model(InfraConfig, values, title="invalid configuration", describe=_describe)
 
 
 def load_runtime_settings(context: Mapping[str, Any]) -> Settings:
@@ -159,21 +157,13 @@ def load_runtime_settings(context: Mapping[str, Any]) -> Settings:
                           "e.g. -c cluster_name=NAME, overrides the environment)") from None
 
 
-def _explain(exc: ValidationError) -> str:
-    lines = ["invalid configuration:"]
-    for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
-        got = error.get("input")
-        shown = "" if isinstance(got, dict) or not field else f"; got {got!r}"
-        if not field:  # a rule across fields (the VPC trio)
-            lines.append(f"  infra settings: {error['msg']}.")
-            continue
-        variable = env_name(field)
-        lines.append(f"  infra setting {field} (cdk context key {field}, environment variable {variable}): "
-                     f"{error['msg']}{shown}.")
-        lines.append(f"    fix: pass -c {field}=VALUE (or set it in cdk.json's context), or set {variable}; "
-                     "leave both unset for the default.")
-    return "\n".join(lines)
+def _describe(field: str) -> FieldHelp:
+    variable = env_name(field)
+    return FieldHelp(
+        name=field, where=f"cdk context key {field}, environment variable {variable}",
+        fix=f"pass -c {field}=VALUE (or set it in cdk.json's context), or set {variable}; "
+            "leave both unset for the default.",
+    )
 
 
 __all__ = [

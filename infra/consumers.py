@@ -1,7 +1,8 @@
 """The KCL consumers on Fargate: one service per KCL application, each with its own least-privilege role.
 
 Each task runs ``gpu-recovery consume <name> --engine kcl``: the MultiLangDaemon takes shard leases in
-its own DynamoDB tables (named after the application) and drives our record processor.
+the application's three KCL tables (created here, named after the application) and drives our record
+processor.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.permissions import Arns, kcl_lease_statements, put_metrics_statement, task_role
+from infra.encryption import log_group
+from infra.kcl_tables import KclApplicationTables
+from infra.permissions import kcl_lease_statements, put_metrics_statement, task_role
 
 # A JVM (the daemon) and a Python process per leased shard.
 CPU = 1024
@@ -34,7 +37,7 @@ class ConsumerSpec:
 class Consumers(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, vpc: ec2.IVpc, subnets: ec2.SubnetSelection,
                  image: ecs.ContainerImage, environment: Mapping[str, str], specs: list[ConsumerSpec],
-                 arns: Arns, metric_namespace: str, name_prefix: str, log_retention: logs.RetentionDays) -> None:
+                 key: kms.IKey, metric_namespace: str, name_prefix: str, log_retention: logs.RetentionDays) -> None:
         super().__init__(scope, construct_id)
         # Its own cluster: our consumers' task events must not feed the GPU cluster's rules.
         self.cluster = ecs.Cluster(
@@ -48,14 +51,18 @@ class Consumers(Construct):
             self, "SecurityGroup", vpc=vpc, allow_all_outbound=True,
             description="gpu-recovery KCL consumers: no inbound; outbound to AWS APIs only",
         )
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
+        self.log_group = log_group(self, "Logs", key=key, retention=log_retention)
         self.services: dict[str, ecs.FargateService] = {}
         self.roles: dict[str, iam.Role] = {}
+        self.kcl_tables: dict[str, KclApplicationTables] = {}
         for spec in specs:
             role = task_role(self, f"{spec.construct_id}TaskRole",
                              description=f"gpu-recovery {spec.name} consumer (KCL application {spec.application})")
-            for statement in kcl_lease_statements(arns, spec.application):
+            kcl = KclApplicationTables(self, f"{spec.construct_id}KclTables", application=spec.application, key=key)
+            for statement in kcl_lease_statements([t.table_arn for t in kcl.tables], kcl.lease_owner_index_arn):
                 role.add_to_policy(statement)
+            key.grant_encrypt_decrypt(role)
+            self.kcl_tables[spec.name] = kcl
             role.add_to_policy(put_metrics_statement([metric_namespace, spec.application]))
             self.roles[spec.name] = role
             self.services[spec.name] = self._service(spec, role, image, environment, subnets, name_prefix)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
@@ -18,6 +17,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from events_schema.health_check import CHECK_CONTAINER
+from infra.encryption import log_group
 from infra.permissions import task_role
 
 # The recovery names this container in its StartTask overrides (level, incident id, node).
@@ -54,7 +54,7 @@ class HealthCheck(Construct):
         # dcgm-exporter containers run with --cap-add SYS_ADMIN). SYSLOG: read the kernel ring
         # buffer for NVRM Xid lines.
         linux.add_capabilities(ecs.Capability.SYS_ADMIN, ecs.Capability.SYSLOG)
-        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
+        self.log_group = log_group(self, "Logs", key=key, retention=log_retention)
         self.container = self.task_definition.add_container(
             CONTAINER_NAME,
             container_name=CONTAINER_NAME,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -48,6 +48,8 @@ class Ingest(Construct):
             encryption_master_key=key,
             enforce_ssl=True,
             retention_period=Duration.days(14),
+            # Undeliverable events wait here for a redrive: they outlive the stack.
+            removal_policy=RemovalPolicy.RETAIN,
         )
         self.rules = [self._rule(rule, stream, name_prefix) for rule in ingest_rules(cluster_arn)]
         # CDK's Kinesis target (unlike its SQS and Lambda targets) does not let EventBridge into the

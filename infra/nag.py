@@ -1,4 +1,5 @@
-"""cdk-nag (AwsSolutions) acknowledgments, each with the reason it is safe here.
+"""Every reviewed finding of the two template checkers, each with the reason it is safe here, in one place:
+cdk-nag (AwsSolutions) acknowledgments and checkov skips.
 
 cdk-nag 3 matches an acknowledgment to a finding by exact id, so wildcard findings (AwsSolutions-IAM5)
 are acknowledged per finding: every wildcard in every policy of the stack must match one reviewed
@@ -12,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 from aws_cdk import aws_iam as iam
 from constructs import IConstruct
 
@@ -32,14 +33,9 @@ REVIEWED_WILDCARDS: list[tuple[str, str]] = [
     (r"^Resource::\*$",
      "only actions with no resource-level permissions (ecr:GetAuthorizationToken) or scoped by condition "
      "(cloudwatch:PutMetricData on our namespaces); tests/infra walks every statement against this allow-list"),
-    (rf":dynamodb:{_AT}:table/[^/]+/index/\*$",
-     "the KCL's lease-owner index on its own lease tables (named after the KCL application)"),
     (rf":ecs:{_AT}:task-definition/[^/:*]+:\*$",
      "every revision of one task definition family (the health check, or a configured job family); "
      "only in our cluster (ecs:cluster condition)"),
-    (rf":ecs:{_AT}:task-definition/\*:\*$",
-     "restart a job's tasks with their exact task definition revision, only in our cluster (ecs:cluster "
-     "condition); set gpu_task_families to name the families"),
     (rf":ecs:{_AT}:task/[^/*]+/\*$",
      "tasks of our GPU cluster only (the ARN names the cluster, plus an ecs:cluster condition)"),
     (rf":ecs:{_AT}:container-instance/[^/*]+/\*$",
@@ -70,6 +66,17 @@ REVIEWED_RULES: list[tuple[str, str, str]] = [
 ]
 
 
+# checkov (CloudFormation checks, run on the synthesized template by tests/infra/test_checkov.py):
+# (construct path suffix, check id, reason). Written into the resource's Metadata (checkov: skip), where
+# checkov reads it, so `checkov -f cdk.out/GpuRecovery.template.json` gives the same answer as CI.
+CHECKOV_SKIPS: list[tuple[str, str, str]] = [
+    ("Archive/AccessLogs", "CKV_AWS_18",
+     "this bucket receives the archive bucket's server access logs; logging it too would need a third bucket "
+     "with the same question (S3 cannot deliver access logs to an SSE-KMS bucket, so it is SSE-S3, private, "
+     "versioned, TLS-only and expires logs after a year)"),
+]
+
+
 def suppress(stack: Stack) -> None:
     """Acknowledge the reviewed findings; call once every construct and grant is in place."""
     for construct in stack.node.find_all():
@@ -77,6 +84,9 @@ def suppress(stack: Stack) -> None:
         for suffix, rule, reason in REVIEWED_RULES:
             if path.endswith(f"/{suffix}"):
                 _acknowledge(construct, rule, reason)
+        for suffix, check, reason in CHECKOV_SKIPS:
+            if path.endswith(f"/{suffix}"):
+                _skip_checkov(construct, check, reason)
         if isinstance(construct, iam.CfnPolicy):
             owner = _policy_owner(construct)
             for finding in wildcard_findings(stack.resolve(construct.policy_document)):
@@ -138,6 +148,14 @@ def flatten_reference(node: Any) -> str:
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def _skip_checkov(construct: IConstruct, check: str, reason: str) -> None:
+    resource = construct.node.default_child
+    if not isinstance(resource, CfnResource):
+        raise TypeError(f"checkov skip {check} names {construct.node.path}, which has no CloudFormation resource")
+    skips = (resource.get_metadata("checkov") or {}).get("skip", [])
+    resource.add_metadata("checkov", {"skip": [*skips, {"id": check, "comment": reason}]})
 
 
 def _acknowledge(construct: IConstruct, rule: str, reason: str) -> None:

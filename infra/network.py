@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import InfraConfig
+from infra.encryption import log_group
 
 
 class Network(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, config: InfraConfig,
+    def __init__(self, scope: Construct, construct_id: str, *, config: InfraConfig, key: kms.IKey,
                  log_retention: logs.RetentionDays) -> None:
         super().__init__(scope, construct_id)
         if config.vpc_id:
@@ -24,11 +25,11 @@ class Network(Construct):
                 private_subnet_ids=list(config.vpc_subnet_ids),
             )
         else:
-            self.vpc = self._new_vpc(config, log_retention)
+            self.vpc = self._new_vpc(config, key, log_retention)
         self.subnets = ec2.SubnetSelection(subnets=self.vpc.private_subnets)
 
-    def _new_vpc(self, config: InfraConfig, log_retention: logs.RetentionDays) -> ec2.Vpc:
-        flow_logs = logs.LogGroup(self, "FlowLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
+    def _new_vpc(self, config: InfraConfig, key: kms.IKey, log_retention: logs.RetentionDays) -> ec2.Vpc:
+        flow_logs = log_group(self, "FlowLogs", key=key, retention=log_retention)
         return ec2.Vpc(
             self,
             "Vpc",

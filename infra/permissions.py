@@ -13,13 +13,13 @@ from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from consumers.core.errors import ConfigError
+
 # Operators tag their GPU nodes (EC2 instances or their Auto Scaling group, and ECS Anywhere managed
 # instances) with this key and the cluster's name; the recovery may act only on tagged nodes.
 NODE_TAG_KEY = "gpu-recovery:cluster"
 # Our custom metrics (published by the consumers): see infra/operations.py.
 METRIC_NAMESPACE = "GpuRecovery"
-# KCL 3 creates these next to its lease table (named after the application).
-KCL_TABLE_SUFFIXES = ("", "-CoordinatorState", "-WorkerMetricStats")
 ECS_TASKS = "ecs-tasks.amazonaws.com"
 
 
@@ -36,24 +36,22 @@ class Arns:
                 f"{self.account if account is None else account}:{resource}")
 
 
-def kcl_lease_statements(arns: Arns, application: str) -> list[iam.PolicyStatement]:
-    """What the KCL needs for its lease, coordinator-state and worker-metrics tables, and nothing else."""
-    tables = [arns.of("dynamodb", f"table/{application}{suffix}") for suffix in KCL_TABLE_SUFFIXES]
+def kcl_lease_statements(tables: list[str], lease_owner_index: str) -> list[iam.PolicyStatement]:
+    """What the KCL needs in its lease, coordinator-state and worker-metrics tables, and nothing else.
+
+    The stack creates those tables (infra/kcl_tables.py), so no CreateTable or UpdateTable: the KCL
+    describes each at start and uses it as it is.
+    """
     return [
         iam.PolicyStatement(
             sid="KclMetadataTables",
             actions=[
-                "dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:UpdateTable", "dynamodb:Scan",
-                "dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
+                "dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:Query", "dynamodb:GetItem",
+                "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
             ],
             resources=tables,
         ),
-        iam.PolicyStatement(
-            sid="KclLeaseOwnerIndex",
-            actions=["dynamodb:Query"],
-            resources=[f"{table}/index/*" for table in tables],
-        ),
+        iam.PolicyStatement(sid="KclLeaseOwnerIndex", actions=["dynamodb:Query"], resources=[lease_owner_index]),
     ]
 
 
@@ -77,9 +75,22 @@ class ActionScope:
     health_check_family: str
     topic_arn: str
     pass_role_arns: list[str]
-    # Restart only these task definition families; empty: any family, still only in this cluster.
+    # Restart only these task definition families: required, so a restart can never start an arbitrary
+    # task definition, even in our cluster.
     job_families: list[str]
     replace_instances: bool
+
+    def __post_init__(self) -> None:
+        if not self.job_families:
+            raise ConfigError(MISSING_FAMILIES)
+
+
+MISSING_FAMILIES = (
+    "setting gpu_task_families is empty: the recovery consumer may restart (ecs:StartTask) only the task "
+    "definition families of your training jobs, and the stack will not grant restarts of any family.\n"
+    "    fix: pass -c gpu_task_families=FAMILY[,FAMILY...] (or set it in cdk.json's context), or set "
+    "GPU_RECOVERY_GPU_TASK_FAMILIES, to your training jobs' task definition families."
+)
 
 
 def recovery_action_statements(scope: ActionScope) -> list[iam.PolicyStatement]:
@@ -102,8 +113,7 @@ def _in_cluster(scope: ActionScope) -> dict[str, dict[str, str]]:
 
 def _ecs_statements(scope: ActionScope) -> list[iam.PolicyStatement]:
     arns, cluster = scope.arns, scope.cluster_name
-    families = scope.job_families or ["*"]
-    job_definitions = [arns.of("ecs", f"task-definition/{family}:*") for family in families]
+    job_definitions = [arns.of("ecs", f"task-definition/{family}:*") for family in scope.job_families]
     tasks = arns.of("ecs", f"task/{cluster}/*")
     instances = arns.of("ecs", f"container-instance/{cluster}/*")
     return [

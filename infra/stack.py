@@ -68,7 +68,7 @@ class GpuRecoveryStack(Stack):
             environment={name: environment[name] for name in ("GPU_RECOVERY_STREAM_NAME", "GPU_RECOVERY_REGION")},
             log_retention=log_retention,
         )
-        network = Network(self, "Network", config=config, log_retention=log_retention)
+        network = Network(self, "Network", config=config, key=key, log_retention=log_retention)
         specs = [
             ConsumerSpec(construct_id="Projector", name="projector", application=PROJECTOR_APP,
                          desired_count=config.projector_desired_count),
@@ -79,7 +79,7 @@ class GpuRecoveryStack(Stack):
             self, "Consumers", vpc=network.vpc, subnets=network.subnets,
             image=container_image(configured=config.consumer_image, source_root=source_root,
                                   dockerfile=CONSUMER_DOCKERFILE, setting="consumer_image"),
-            environment=environment, specs=specs, arns=arns, metric_namespace=METRIC_NAMESPACE,
+            environment=environment, specs=specs, key=key, metric_namespace=METRIC_NAMESPACE,
             name_prefix=prefix, log_retention=log_retention,
         )
         self._grant_consumers(settings, config, arns)
@@ -94,11 +94,12 @@ class GpuRecoveryStack(Stack):
 
     def _grant_consumers(self, settings: Settings, config: InfraConfig, arns: Arns) -> None:
         projector, recovery = self.consumers.roles["projector"], self.consumers.roles["recovery"]
-        # Both read the stream; both may append (decisions, outcomes, RecordParked).
+        # Both read the stream; only the recovery appends to it (its decisions and outcomes). The projector
+        # parks bad records in the parked table and writes nothing else anywhere.
         for role in (projector, recovery):
             self.stream.grant_read(role)
-            self.stream.grant_write(role)
             self.tables[PARKED].grant_read_write_data(role)
+        self.stream.grant_write(recovery)
         for logical in (TASK, JOB, NODE):
             self.tables[logical].grant_read_write_data(projector)
             self.tables[logical].grant_read_data(recovery)

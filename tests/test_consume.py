@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from consumers.runtime.kcl_daemon import property_items
+from consumers.runtime.kcl_properties import property_items
 from gpu_recovery.cli import build_parser, main
 from gpu_recovery.commands import consume
 from gpu_recovery.settings import load_settings
@@ -145,3 +145,29 @@ def test_local_engine_projects_until_sigterm() -> None:
     assert code == 0
     store = DynamoProjectionStore(clients.client("dynamodb"), settings.projection_tables())
     assert [(t["task_arn"], t["version"]) for t in store.scan_table("ecs_task")] == [(event["detail"]["taskArn"], 3)]
+
+
+@pytest.mark.parametrize("option", [["--log-level", "BOGUS"], ["--log-level", "verbose"]])
+def test_a_bad_log_level_is_a_usage_error_not_a_traceback(
+    option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a log level Python's logging does not know, for the command or for the per-shard processors
+    target = tmp_path / "projector.properties"
+    for argv in ([*option, "consume", "projector", "--properties-only", "--properties-out", str(target)],
+                 ["consume", "projector", "--properties-only", "--properties-out", str(target),
+                  "--processor-log-level", option[1]]):
+        # WHEN the command line is parsed
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        # THEN it exits 2 with one line naming the option and the levels, and no properties are written
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"'{option[1]}' is not a log level (one of NOTSET, DEBUG, INFO" in err and "Traceback" not in err
+        assert not target.exists()
+
+
+def test_a_valid_log_level_reaches_the_processors_upper_cased() -> None:
+    # GIVEN a lower-case level
+    props = _props(load_settings(), "projector", "--processor-log-level", "debug")
+    # THEN the processors get the level logging knows
+    assert props["executableName"].endswith("kcl_entry projector --log-level DEBUG")

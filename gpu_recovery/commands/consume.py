@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpu_recovery.commands.common import add_aws_options, settings_from
+from gpu_recovery.commands.common import add_aws_options, log_level, settings_from
 
 if TYPE_CHECKING:
-    from consumers.runtime.kcl_daemon import DaemonConfig
+    from consumers.runtime.kcl_config import DaemonConfig
     from gpu_recovery.settings import Settings
 
 CONSUMERS = ("projector", "recovery")
@@ -63,7 +63,8 @@ def register(subparsers: Any) -> None:
     kcl.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
                      help="any other daemon property, or an override (repeatable), e.g. maxLeasesForWorker=8")
     kcl.add_argument("--java", default="java", help="java executable (default: java on PATH)")
-    kcl.add_argument("--processor-log-level", default="INFO", help="log level of the per-shard processors")
+    kcl.add_argument("--processor-log-level", default="INFO", type=log_level,
+                     help="log level of the per-shard processors (default: INFO)")
     local = parser.add_argument_group("in-process reader (--engine local)")
     local.add_argument("--poll-interval", type=float, default=1.0, help="seconds between idle polls")
     parser.set_defaults(handler=run)
@@ -91,7 +92,8 @@ def processor_argv(consumer: str, log_level: str = "INFO", python: str = sys.exe
 
 def daemon_config(settings: Settings, args: argparse.Namespace) -> DaemonConfig:
     """The daemon's configuration from settings (stream, region, endpoints) and the command's options."""
-    from consumers.runtime.kcl_daemon import DaemonConfig, executable_command
+    from consumers.runtime.kcl_config import DaemonConfig
+    from consumers.runtime.kcl_properties import executable_command
 
     local = bool(settings.endpoint_url or settings.kinesis_endpoint_url)
     values: dict[str, Any] = {
@@ -146,11 +148,12 @@ def daemon_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_kcl(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.runtime import kcl_daemon
+    from consumers.runtime import kcl_java, kcl_leases
+    from consumers.runtime.kcl_properties import write_properties
 
     config = daemon_config(settings, args)
     target = args.properties_out or Path(tempfile.mkdtemp(prefix="gpu-recovery-kcl-")) / f"{args.consumer}.properties"
-    properties = kcl_daemon.write_properties(config, target)
+    properties = write_properties(config, target)
     print(f"gpu-recovery consume: KCL properties in {properties}", file=sys.stderr, flush=True)
     if args.properties_only:
         return 0
@@ -158,9 +161,9 @@ def run_kcl(settings: Settings, args: argparse.Namespace) -> int:
         from gpu_recovery.aws import AwsClients
 
         clients = AwsClients(settings)
-        kcl_daemon.prime_lease_table(config, dynamodb=clients.client("dynamodb"), kinesis=clients.client("kinesis"))
-    jvm_args = kcl_daemon.LEAN_JVM_ARGS if args.lean_jvm else ()
-    command = kcl_daemon.daemon_command(properties, args.java, jvm_args=jvm_args)
+        kcl_leases.prime_lease_table(config, dynamodb=clients.client("dynamodb"), kinesis=clients.client("kinesis"))
+    jvm_args = kcl_java.LEAN_JVM_ARGS if args.lean_jvm else ()
+    command = kcl_java.daemon_command(properties, args.java, jvm_args=jvm_args)
     return run_forwarding_signals(command, daemon_env(settings, os.environ))
 
 

@@ -32,6 +32,7 @@ from gpu_recovery.cli import main
 from local import kinesis_local
 from tests.analytics.scenario import history
 from tests.analytics.test_report import record_bytes
+from tests.tools import missing_tool
 
 # --- the initial-response hook (no server) ---------------------------------------------------------------
 
@@ -95,7 +96,7 @@ def kinesis_endpoint() -> Iterator[str]:
     try:
         kinesis_local.package_dir()
     except kinesis_local.KinesisLocalError as exc:
-        pytest.skip(f"kinesis-local (npm) is not installed: {exc}")
+        missing_tool(f"kinesis-local (npm) is not installed: {exc}")
     with kinesis_local.KinesisLocal(region="us-east-1") as server:
         yield server.endpoint
 

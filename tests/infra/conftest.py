@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from infra.images import CONSUMER_DOCKERFILE, HEALTH_CHECK_DOCKERFILE
-from tests.infra.support import TURNED_CONTEXT, Synth, synthesize
+from tests.infra.support import REQUIRED_CONTEXT, TURNED_CONTEXT, Synth, synthesize
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +22,9 @@ def source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def default_synth(tmp_path_factory: pytest.TempPathFactory, source_root: Path) -> Iterator[Synth]:
-    """The stack with every default: what `npx cdk synth` gives with no configuration."""
-    yield synthesize(tmp_path_factory.mktemp("cdk.out"), source_root)
+    """The stack with every default: what `npx cdk synth -c gpu_task_families=...` gives (the one setting
+    without a default)."""
+    yield synthesize(tmp_path_factory.mktemp("cdk.out"), source_root, context=REQUIRED_CONTEXT)
 
 
 @pytest.fixture(scope="session")

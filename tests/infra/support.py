@@ -23,6 +23,8 @@ from infra.stack import GpuRecoveryStack
 ACCOUNT = "210987654321"
 REGION = "eu-west-1"
 JOB_ROLES = ["arn:aws:iam::210987654321:role/trainer-task", "arn:aws:iam::210987654321:role/trainer-exec"]
+# The one setting the stack requires: the families the recovery may restart (infra/permissions.py).
+REQUIRED_CONTEXT: dict[str, Any] = {"gpu_task_families": "train-llm"}
 # Every knob turned (tests/infra/test_variants.py).
 TURNED_CONTEXT: dict[str, Any] = {
     "account": ACCOUNT,

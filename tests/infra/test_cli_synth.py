@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from infra.images import CONSUMER_DOCKERFILE, HEALTH_CHECK_DOCKERFILE, REPO_ROOT
+from tests.tools import missing_tool
 
 CLI = REPO_ROOT / "node_modules" / ".bin" / "cdk"
 
@@ -22,9 +23,10 @@ CLI = REPO_ROOT / "node_modules" / ".bin" / "cdk"
 def test_npx_cdk_synth_writes_the_stack_offline(tmp_path: Path) -> None:
     # GIVEN the pinned CLI installed by .ci/install-node.sh, and no AWS account or network
     if shutil.which("npx") is None or not CLI.exists():
-        pytest.skip("the pinned aws-cdk CLI is not installed: run bash .ci/install-node.sh")
+        missing_tool("the pinned aws-cdk CLI is not installed: run bash .ci/install-node.sh")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "CDK_"))}
-    env.update({"CDK_DISABLE_CLI_TELEMETRY": "true", "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1"})
+    env.update({"CDK_DISABLE_CLI_TELEMETRY": "true", "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+                "GPU_RECOVERY_GPU_TASK_FAMILIES": "train-llm"})
     # A checkout without an image's Dockerfile deploys a prebuilt image instead, as the docs say.
     for dockerfile, variable in ((CONSUMER_DOCKERFILE, "GPU_RECOVERY_CONSUMER_IMAGE"),
                                  (HEALTH_CHECK_DOCKERFILE, "GPU_RECOVERY_HEALTH_CHECK_IMAGE")):

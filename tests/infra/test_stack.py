@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Capture, Match
 
 from consumers.adapters.table_specs import TABLE_SPECS
+from consumers.core.errors import ConfigError
+from consumers.runtime.kcl_config import DaemonConfig, KclTables
+from consumers.runtime.kcl_properties import property_items
 from events_schema.rules import ingest_rules
 from gpu_recovery.settings import load_settings
 from gpu_recovery.wiring import PROJECTOR_APP, RECOVERY_APP
 from infra.archive import ARCHIVE_PREFIX, ERROR_PREFIX
+from infra.encryption import LOGS_KEY_ACTIONS
 from infra.nag import flatten_reference
-from infra.permissions import KCL_TABLE_SUFFIXES, METRIC_NAMESPACE, NODE_TAG_KEY
+from infra.permissions import METRIC_NAMESPACE, NODE_TAG_KEY
 from infra.tables import DEPLOYED
-from tests.infra.support import Synth, as_list, by_sid, role_statements
+from tests.infra.support import REQUIRED_CONTEXT, Synth, as_list, by_sid, role_statements, synthesize
 
 DEFAULTS = load_settings()
 IN_REGION = "arn:<AWS::Partition>"
@@ -53,17 +58,33 @@ def test_stream_is_on_demand_encrypted_with_our_key_and_kept_a_week(default_synt
     default_synth.template.has_resource("AWS::Kinesis::Stream", {"DeletionPolicy": "Retain"})
 
 
-def test_the_key_rotates_and_lets_eventbridge_and_cloudwatch_use_it(default_synth: Synth) -> None:
+def test_the_key_rotates_and_lets_services_use_it_only_for_this_account(default_synth: Synth) -> None:
     # GIVEN the key policy
     default_synth.template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
     (key,) = default_synth.resources("AWS::KMS::Key").values()
     statements = by_sid(key["Properties"]["KeyPolicy"]["Statement"])
-    # THEN EventBridge (dead-letter queue) and CloudWatch (alarms to the topic) may encrypt with it
+    account = {"Ref": "AWS::AccountId"}
+    # THEN EventBridge (dead-letter queue) may encrypt with it on behalf of this account only
     assert statements["EventBridgeToEncryptedDeadLetterQueue"]["Principal"] == {"Service": "events.amazonaws.com"}
     assert statements["EventBridgeToEncryptedDeadLetterQueue"]["Condition"] == {
-        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+        "StringEquals": {"aws:SourceAccount": account}
     }
-    assert statements["AlarmsPublishToEncryptedTopic"]["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    # AND CloudWatch (alarms to the topic) only for this account's alarms
+    alarms = statements["AlarmsPublishToEncryptedTopic"]
+    assert alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert alarms["Condition"]["StringEquals"] == {"aws:SourceAccount": account}
+    assert _flat(alarms["Condition"]["ArnLike"]["aws:SourceArn"]) == (
+        f"{IN_REGION}:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:*")
+    # AND CloudWatch Logs of this region only for this account's log groups (the encryption context)
+    logs = statements["LogsEncryptOurLogGroups"]
+    assert _flat(logs["Principal"]["Service"]) == "logs.<AWS::Region>.amazonaws.com"
+    assert logs["Action"] == LOGS_KEY_ACTIONS
+    assert _flat(logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]) == (
+        f"{IN_REGION}:logs:<AWS::Region>:<AWS::AccountId>:log-group:*")
+    # AND every statement for a service principal carries a condition
+    for statement in statements.values():
+        if "Service" in statement["Principal"]:
+            assert statement.get("Condition"), statement
 
 
 # --- ingest -----------------------------------------------------------------------------------------
@@ -107,12 +128,15 @@ def test_each_rule_targets_the_stream_with_its_key_path_retries_and_dead_letters
         })
 
 
-def test_dead_letter_queue_is_encrypted_and_refuses_plain_http(default_synth: Synth) -> None:
+def test_dead_letter_queue_is_encrypted_retained_and_refuses_plain_http(default_synth: Synth) -> None:
     # GIVEN the queue and its policy
     default_synth.template.has_resource_properties("AWS::SQS::Queue", {
         "KmsMasterKeyId": key_ref(default_synth), "MessageRetentionPeriod": 14 * 24 * 3600,
     })
-    # THEN plain-HTTP access is denied, and EventBridge may send only from our four rules
+    # THEN undeliverable events outlive the stack
+    default_synth.template.all_resources("AWS::SQS::Queue", {"DeletionPolicy": "Retain",
+                                                             "UpdateReplacePolicy": "Retain"})
+    # AND plain-HTTP access is denied, and EventBridge may send only from our four rules
     rules = [{"Fn::GetAtt": [default_synth.logical_id(rule), "Arn"]} for rule in default_synth.stack.ingest.rules]
     default_synth.template.has_resource_properties("AWS::SQS::QueuePolicy", {"PolicyDocument": {
         "Statement": Match.array_with([
@@ -131,7 +155,7 @@ def test_dead_letter_queue_is_encrypted_and_refuses_plain_http(default_synth: Sy
 def test_tables_follow_the_specs_with_pitr_kms_and_ttl(default_synth: Synth) -> None:
     # GIVEN the table specs and the settings' physical names
     names = DEFAULTS.table_names()
-    default_synth.template.resource_count_is("AWS::DynamoDB::Table", len(DEPLOYED))
+    default_synth.template.resource_count_is("AWS::DynamoDB::Table", len(DEPLOYED) + 2 * 3)  # + the KCL's
     for logical in DEPLOYED:
         spec = TABLE_SPECS[logical]
         keys = [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
@@ -188,9 +212,16 @@ def test_one_fargate_service_per_kcl_application(default_synth: Synth) -> None:
     })
 
 
-def test_logs_have_a_retention(default_synth: Synth) -> None:
-    # THEN no log group keeps logs forever
-    default_synth.template.all_resources_properties("AWS::Logs::LogGroup", {"RetentionInDays": 30})
+def test_logs_are_encrypted_with_our_key_kept_with_the_stack_gone_and_expire(default_synth: Synth) -> None:
+    # GIVEN every log group (consumers, health check, VPC flow logs, Firehose delivery)
+    default_synth.template.resource_count_is("AWS::Logs::LogGroup", 4)
+    # THEN each is encrypted with the stack's key and keeps logs 30 days, not forever
+    default_synth.template.all_resources_properties("AWS::Logs::LogGroup", {
+        "KmsKeyId": key_ref(default_synth), "RetentionInDays": 30,
+    })
+    # AND deleting the stack leaves them (and their logs) for the investigation
+    default_synth.template.all_resources("AWS::Logs::LogGroup", {"DeletionPolicy": "Retain",
+                                                                 "UpdateReplacePolicy": "Retain"})
 
 
 def test_consumers_get_the_settings_including_the_old_variables(default_synth: Synth) -> None:
@@ -216,18 +247,62 @@ def test_consumers_get_the_settings_including_the_old_variables(default_synth: S
         assert "GPU_RECOVERY_ENDPOINT_URL" not in env
 
 
-def test_kcl_may_manage_only_its_own_lease_tables(default_synth: Synth) -> None:
-    # GIVEN each consumer's role
-    for name, application in (("projector", PROJECTOR_APP), ("recovery", RECOVERY_APP)):
+APPLICATIONS = (("projector", PROJECTOR_APP), ("recovery", RECOVERY_APP))
+
+
+def test_the_stack_creates_each_kcl_application_s_tables_encrypted_with_pitr(default_synth: Synth) -> None:
+    key = key_ref(default_synth)
+    secured = {
+        "BillingMode": "PAY_PER_REQUEST",
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": key},
+    }
+    for _name, application in APPLICATIONS:
+        tables = KclTables.of(application)
+        # THEN the lease table has KCL 3's key and lease-owner index
+        default_synth.template.has_resource_properties("AWS::DynamoDB::Table", {
+            **secured,
+            "TableName": tables.lease,
+            "KeySchema": [{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+            "GlobalSecondaryIndexes": [{
+                "IndexName": "LeaseOwnerToLeaseKeyIndex",
+                "KeySchema": [{"AttributeName": "leaseOwner", "KeyType": "HASH"},
+                              {"AttributeName": "leaseKey", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }],
+        })
+        # AND the coordinator-state and worker-metrics tables have theirs
+        for table, hash_key in ((tables.coordinator_state, "key"), (tables.worker_metrics, "wid")):
+            default_synth.template.has_resource_properties("AWS::DynamoDB::Table", {
+                **secured, "TableName": table, "KeySchema": [{"AttributeName": hash_key, "KeyType": "HASH"}],
+            })
+    # AND like every table of ours, deleting the stack leaves them
+    default_synth.template.all_resources("AWS::DynamoDB::Table", {"DeletionPolicy": "Retain"})
+
+
+def test_the_daemon_is_told_the_tables_the_stack_created(default_synth: Synth) -> None:
+    for name, application in APPLICATIONS:
+        # GIVEN the daemon's properties for this application, as `consume --engine kcl` renders them
+        props = dict(property_items(DaemonConfig(stream_name="s", application_name=application, executable="x")))
+        tables = default_synth.resources("AWS::DynamoDB::Table")
+        created = {tables[default_synth.logical_id(t)]["Properties"]["TableName"]
+                   for t in default_synth.stack.consumers.kcl_tables[name].tables}
+        # THEN the three tables it names are exactly the three the stack created for it
+        assert {props["tableName"], props["coordinatorStateTableName"], props["workerMetricsTableName"]} == created
+
+
+def test_kcl_may_use_only_its_own_tables_and_never_create_or_alter_one(default_synth: Synth) -> None:
+    for name, application in APPLICATIONS:
         statements = by_sid(role_statements(default_synth, default_synth.stack.consumers.roles[name]))
-        # THEN its lease, coordinator-state and worker-metrics tables, named after its application, only
-        resources = [_flat(r) for r in statements["KclMetadataTables"]["Resource"]]
-        assert resources == [f"{IN_REGION}:dynamodb:<AWS::Region>:<AWS::AccountId>:table/{application}{suffix}"
-                             for suffix in KCL_TABLE_SUFFIXES]
-        assert "dynamodb:CreateTable" in statements["KclMetadataTables"]["Action"]
-        assert [_flat(r) for r in statements["KclLeaseOwnerIndex"]["Resource"]] == [
-            f"{resource}/index/*" for resource in resources
-        ]
+        kcl = default_synth.stack.consumers.kcl_tables[name]
+        # THEN its lease, coordinator-state and worker-metrics tables, by their ARNs, only
+        tables = [{"Fn::GetAtt": [default_synth.logical_id(t), "Arn"]} for t in kcl.tables]
+        assert statements["KclMetadataTables"]["Resource"] == tables
+        assert not {"dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DeleteTable"} & set(
+            statements["KclMetadataTables"]["Action"])
+        # AND the one index it queries, by name
+        assert _flat(statements["KclLeaseOwnerIndex"]["Resource"]) == (
+            f"<{default_synth.logical_id(kcl.lease)}.Arn>/index/LeaseOwnerToLeaseKeyIndex")
         # AND it may publish metrics only to our namespace and its KCL application's
         assert statements["PutOwnMetrics"]["Condition"] == {
             "StringEquals": {"cloudwatch:namespace": [METRIC_NAMESPACE, application]}
@@ -290,9 +365,10 @@ def test_start_task_only_for_the_health_check_family_and_restarts_only_in_our_cl
     assert health["Action"] == "ecs:StartTask"
     assert _flat(health["Resource"]).endswith(f":task-definition/{DEFAULTS.health_check_task}:*")
     assert health["Condition"] == cluster
-    # AND restarts: StartTask only, only in our cluster
+    # AND restarts: StartTask only, only the configured families, only in our cluster
     restart = statements["RestartJobTasksInCluster"]
     assert restart["Action"] == "ecs:StartTask"
+    assert _flat(restart["Resource"]).endswith(f":task-definition/{REQUIRED_CONTEXT['gpu_task_families']}:*")
     assert restart["Condition"] == cluster
     # AND stopping, describing, draining and attributes: only tasks and nodes of our cluster
     for sid in ("TasksInCluster", "NodesInCluster"):
@@ -348,12 +424,31 @@ def test_recovery_can_use_the_key_its_topic_and_stream_are_encrypted_with(defaul
     assert {"kms:GenerateDataKey*", "kms:Decrypt"} <= kms_actions
 
 
-def test_the_projector_cannot_act_on_the_fleet(default_synth: Synth) -> None:
+def test_the_projector_cannot_act_on_the_fleet_nor_write_to_the_stream(default_synth: Synth) -> None:
     # GIVEN the projector's role
     actions = {a for s in role_statements(default_synth, default_synth.stack.consumers.roles["projector"])
                for a in as_list(s["Action"])}
     # THEN it has no ECS, EC2, SSM, SNS or IAM action
     assert not {a for a in actions if a.split(":")[0] in {"ecs", "ec2", "ssm", "sns", "iam", "autoscaling"}}
+    # AND it reads the stream but cannot put a record to it (only the recovery appends)
+    assert "kinesis:GetRecords" in actions
+    assert not {a for a in actions if a.startswith(("kinesis:Put", "kinesis:*"))}
+    recovery = {a for s in role_statements(default_synth, default_synth.stack.consumers.roles["recovery"])
+                for a in as_list(s["Action"])}
+    assert {"kinesis:PutRecord", "kinesis:PutRecords"} <= recovery
+
+
+def test_the_stack_refuses_to_synthesize_without_the_families_it_may_restart(
+    tmp_path_factory: pytest.TempPathFactory, source_root: Any,
+) -> None:
+    # GIVEN no gpu_task_families anywhere (context or environment)
+    # WHEN the app is synthesized / THEN it stops with the setting's name and the fix, granting nothing
+    with pytest.raises(ConfigError) as caught:
+        synthesize(tmp_path_factory.mktemp("cdk.out"), source_root)
+    message = str(caught.value)
+    assert "setting gpu_task_families is empty" in message
+    assert "fix: pass -c gpu_task_families=FAMILY[,FAMILY...]" in message
+    assert "GPU_RECOVERY_GPU_TASK_FAMILIES" in message
 
 
 # --- notifications, archive, analytics --------------------------------------------------------------------

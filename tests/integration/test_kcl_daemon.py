@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
-from consumers.runtime import kcl_daemon
-from consumers.runtime.kcl_daemon import DaemonConfig, property_items, render_properties
+from consumers.runtime import kcl_daemon, kcl_java, kcl_leases, kcl_properties
+from consumers.runtime.kcl_config import DaemonConfig, KclTables
+from consumers.runtime.kcl_properties import property_items, render_properties
 from local import kinesis_local
+from tests.tools import missing_tool
 
 ECHO_PROCESSOR = Path(__file__).parent / "kcl_support" / "echo_processor.py"
 RECORD_COUNT = 200
@@ -71,11 +73,25 @@ def test_endpoints_and_worker_id_appear_only_when_set() -> None:
         )
     )
     # WHEN / THEN the optional keys are absent from the first and exact in the second
-    for key in ("kinesisEndpoint", "dynamoDBEndpoint", "workerId", "tableName"):
+    for key in ("kinesisEndpoint", "dynamoDBEndpoint", "workerId"):
         assert key not in plain
     assert local["kinesisEndpoint"] == "http://127.0.0.1:4568"
     assert local["dynamoDBEndpoint"] == "http://127.0.0.1:5000"
     assert local["workerId"] == "worker-1"
+
+
+def test_all_three_kcl_tables_are_named_after_the_application_unless_set() -> None:
+    # GIVEN a config that names no table, and one that names the coordinator's
+    plain = _props(_plain_config())
+    named = _props(_plain_config(coordinator_state_table_name="projector-coordination"))
+    # WHEN / THEN every table is named in the properties (the KCL never falls back to a table of its own),
+    # by KCL 3.1.3's property names, with the tables the stack creates for this application by default
+    expected = KclTables.of("projector")
+    assert (plain["tableName"], plain["coordinatorStateTableName"], plain["workerMetricsTableName"]) == (
+        "projector", "projector-CoordinatorState", "projector-WorkerMetricStats")
+    assert expected.names() == ("projector", "projector-CoordinatorState", "projector-WorkerMetricStats")
+    assert named["coordinatorStateTableName"] == "projector-coordination"
+    assert named["tableName"] == "projector"
 
 
 def test_production_defaults_are_the_kcl_defaults() -> None:
@@ -144,27 +160,38 @@ def test_render_is_properties_text_and_rejects_line_breaks() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("initial_position", "EARLIEST"), ("retrieval_mode", "PUSH"), ("idle_time_between_reads_millis", 50)],
+    [("initial_position", "EARLIEST"), ("retrieval_mode", "PUSH"), ("idle_time_between_reads_millis", 50),
+     ("metrics_level", "ALL"), ("stream_name", " "), ("application_name", ""), ("failover_time_millis", 0),
+     ("max_records", 10_001), ("shard_sync_interval_millis", -1), ("unknown_knob", 1)],
 )
-def test_invalid_values_are_rejected(field: str, value: object) -> None:
-    # GIVEN / WHEN a config with an invalid value / THEN construction fails
-    with pytest.raises(ValueError):
+def test_invalid_values_are_rejected_naming_the_field(field: str, value: object) -> None:
+    # GIVEN / WHEN a config with an invalid value (or a misspelt field) / THEN construction fails naming it
+    with pytest.raises(ValueError, match=field):
         _plain_config(**{field: value})
+
+
+def test_local_test_overrides_are_validated_too() -> None:
+    # GIVEN the local-test constructor with an override below the KCL's polling minimum
+    # WHEN / THEN it is refused like any other value
+    with pytest.raises(ValueError, match="idle_time_between_reads_millis"):
+        DaemonConfig.for_local_tests(stream_name="s", application_name="a", executable="x",
+                                     kinesis_endpoint="http://127.0.0.1:1", dynamodb_endpoint="http://127.0.0.1:2",
+                                     idle_time_between_reads_millis=10)
 
 
 def test_executable_command_refuses_spaces() -> None:
     # GIVEN argv with a path containing a space (the daemon splits executableName on spaces)
     # WHEN / THEN it is refused, and a clean argv is joined
     with pytest.raises(ValueError):
-        kcl_daemon.executable_command(["/opt/my app/python", "x.py"])
-    assert kcl_daemon.executable_command(["python", "-m", "mod"]) == "python -m mod"
+        kcl_properties.executable_command(["/opt/my app/python", "x.py"])
+    assert kcl_properties.executable_command(["python", "-m", "mod"]) == "python -m mod"
 
 
 def test_write_properties_creates_parents(tmp_path: Path) -> None:
     # GIVEN a path in a missing folder
     target = tmp_path / "conf" / "app.properties"
     # WHEN the properties are written
-    written = kcl_daemon.write_properties(_plain_config(), target)
+    written = kcl_properties.write_properties(_plain_config(), target)
     # THEN the file exists with the rendered text
     assert written == target.resolve()
     assert written.read_text() == render_properties(_plain_config())
@@ -173,14 +200,14 @@ def test_write_properties_creates_parents(tmp_path: Path) -> None:
 def test_missing_jars_error_says_how_to_fix(tmp_path: Path) -> None:
     # GIVEN an empty jars folder
     # WHEN the classpath is built / THEN the error names the install script and the pinned version
-    with pytest.raises(kcl_daemon.KclJarsMissingError, match=r"install-kcl\.sh.*amazon-kclpy==3\.1\.3"):
-        kcl_daemon.jar_classpath(tmp_path)
+    with pytest.raises(kcl_java.KclJarsMissingError, match=r"install-kcl\.sh.*amazon-kclpy==3\.1\.3"):
+        kcl_java.jar_classpath(tmp_path)
 
 
 def test_missing_java_error_says_how_to_fix() -> None:
     # GIVEN a java that does not exist / WHEN it is resolved / THEN the error asks for a JRE 17
-    with pytest.raises(kcl_daemon.JavaMissingError, match="Java 17"):
-        kcl_daemon.resolve_java("/nonexistent/java")
+    with pytest.raises(kcl_java.JavaMissingError, match="Java 17"):
+        kcl_java.resolve_java("/nonexistent/java")
 
 
 def test_daemon_command_runs_the_multilang_daemon(tmp_path: Path) -> None:
@@ -188,7 +215,7 @@ def test_daemon_command_runs_the_multilang_daemon(tmp_path: Path) -> None:
     (tmp_path / "amazon-kinesis-client-multilang-3.1.3.jar").touch()
     (tmp_path / "other.jar").touch()
     # WHEN the command is built
-    command = kcl_daemon.daemon_command(tmp_path / "a.properties", sys.executable, jars_dir=tmp_path)
+    command = kcl_java.daemon_command(tmp_path / "a.properties", sys.executable, jars_dir=tmp_path)
     # THEN it runs the KCL 3 daemon class on the absolute properties path
     assert command[command.index("-cp") + 2] == "software.amazon.kinesis.multilang.MultiLangDaemon"
     assert command[-2:] == ["--properties-file", str((tmp_path / "a.properties").resolve())]
@@ -203,7 +230,7 @@ def test_lease_item_matches_kcl_serializer_fields() -> None:
         "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "99"},
     }
     # WHEN its lease is built
-    item = kcl_daemon.lease_item(shard, "TRIM_HORIZON")
+    item = kcl_leases.lease_item(shard, "TRIM_HORIZON")
     # THEN it has the attributes the KCL's DynamoDBLeaseSerializer writes for a new lease
     assert item["leaseKey"] == {"S": "shardId-000000000002"}
     assert item["checkpoint"] == {"S": "TRIM_HORIZON"}
@@ -219,9 +246,9 @@ def _kcl_prerequisites_missing() -> str | None:
     try:
         kinesis_local.package_dir()
         kinesis_local.node_executable()
-        kcl_daemon.jar_classpath()
-        kcl_daemon.resolve_java()
-    except (kinesis_local.KinesisLocalError, kcl_daemon.KclSetupError) as error:
+        kcl_java.jar_classpath()
+        kcl_java.resolve_java()
+    except (kinesis_local.KinesisLocalError, kcl_java.KclSetupError) as error:
         return str(error)
     return None
 
@@ -325,7 +352,7 @@ def test_real_daemon_delivers_every_record_in_shard_order(
 ) -> None:
     missing = _kcl_prerequisites_missing()
     if missing is not None:
-        pytest.skip(missing)
+        missing_tool(missing)
     # GIVEN kinesis-local with a 2-shard stream holding 200 records, and moto for the leases
     with kinesis_local.KinesisLocal(log_path=tmp_path / "kinesis-local.log") as kinesis_server:
         kinesis = _kinesis_client(kinesis_server.endpoint)
@@ -337,21 +364,23 @@ def test_real_daemon_delivers_every_record_in_shard_order(
         config = DaemonConfig.for_local_tests(
             stream_name="kcl-it",
             application_name="kcl-it-app",
-            executable=kcl_daemon.executable_command([sys.executable, str(ECHO_PROCESSOR)]),
+            executable=kcl_properties.executable_command([sys.executable, str(ECHO_PROCESSOR)]),
             kinesis_endpoint=kinesis_server.endpoint,
             dynamodb_endpoint=moto_dynamodb_endpoint,
+            # Not the KCL's default name: the table appearing proves the daemon reads the property.
+            coordinator_state_table_name="kcl-it-coordination",
         )
-        primed = kcl_daemon.prime_lease_table(
+        primed = kcl_leases.prime_lease_table(
             config, dynamodb=_dynamodb_client(moto_dynamodb_endpoint), kinesis=kinesis
         )
         assert primed == SHARD_COUNT
-        properties = kcl_daemon.write_properties(config, tmp_path / "kcl.properties")
+        properties = kcl_properties.write_properties(config, tmp_path / "kcl.properties")
         output, log = tmp_path / "echo.jsonl", tmp_path / "daemon.log"
 
         # WHEN one real MultiLangDaemon consumes the stream
         launched = time.time()
         daemon = kcl_daemon.launch_daemon(
-            properties, env=_daemon_env(output), log_path=log, jvm_args=kcl_daemon.LEAN_JVM_ARGS
+            properties, env=_daemon_env(output), log_path=log, jvm_args=kcl_java.LEAN_JVM_ARGS
         )
         try:
             lines = _wait_for_records(output, RECORD_COUNT, daemon, log)
@@ -369,6 +398,9 @@ def test_real_daemon_delivers_every_record_in_shard_order(
         assert first_pass == sorted(first_pass)
     # AND no process of the daemon's group is left behind
     assert _process_group_gone(daemon.pid), "java or record processors outlived stop_daemon"
+    # AND the daemon kept its coordinator state in the table the properties name, not its default
+    tables = set(_dynamodb_client(moto_dynamodb_endpoint).list_tables()["TableNames"])
+    assert "kcl-it-coordination" in tables and "kcl-it-app-CoordinatorState" not in tables, tables
     first = min(line["t"] for line in lines) - launched
     last = max(line["t"] for line in lines) - launched
     print(f"\nKCL: first record {first:.1f}s after launch, all {RECORD_COUNT} after {last:.1f}s")

@@ -26,7 +26,7 @@ import pytest
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis_reader import list_shards
 from consumers.core.projection import KEY_ATTRIBUTE, TABLES, fold_all
-from consumers.runtime import kcl_daemon
+from consumers.runtime import kcl_java
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import OurEvent
 from events_schema.events import ActionOutcome, DecisionRecorded
@@ -36,6 +36,7 @@ from local import kinesis_local
 from local.stack import LocalStack, Worker, kill_group, tail
 from tests.factories import ACCOUNT, REGION
 from tests.integration.kcl_support import scale
+from tests.tools import missing_tool
 
 pytestmark = pytest.mark.slow
 
@@ -65,9 +66,9 @@ def _prerequisites_missing() -> str | None:
     try:
         kinesis_local.package_dir()
         kinesis_local.node_executable()
-        kcl_daemon.jar_classpath()
-        kcl_daemon.resolve_java()
-    except (kinesis_local.KinesisLocalError, kcl_daemon.KclSetupError) as error:
+        kcl_java.jar_classpath()
+        kcl_java.resolve_java()
+    except (kinesis_local.KinesisLocalError, kcl_java.KclSetupError) as error:
         return str(error)
     return None
 
@@ -76,7 +77,7 @@ def _prerequisites_missing() -> str | None:
 def stack(tmp_path: Path) -> Iterator[LocalStack]:
     missing = _prerequisites_missing()
     if missing is not None:
-        pytest.skip(missing)
+        missing_tool(missing)
     settings = load_settings(
         stream_name="kcl-scale", stream_shards=SHARDS, region=REGION, account_id=ACCOUNT,
         cluster_name="gpu-training",
