@@ -25,9 +25,9 @@ from consumers.runtime.local_reader import LocalReader
 from consumers.runtime.processor import FatalProcessorError
 from events_schema.envelope import Envelope
 from events_schema.rules import ingest_rules
+from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP
 from gpu_recovery.aws import AwsClients
 from gpu_recovery.settings import Settings
-from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP
 from local.bridge import EventBridgeBridge
 from local.call_log import CallLog, RecordingActuator
 from local.clock import VirtualClock
