@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import AwareDatetime, BaseModel, StringConstraints
+from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -36,8 +36,7 @@ AWS_EVENTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     aws.AWS_HEALTH_EVENT: (aws.AwsHealthEvent, aws.AwsHealthDetail),
     aws.EC2_INSTANCE_STATE_CHANGE: (aws.Ec2InstanceStateChange, aws.Ec2InstanceStateDetail),
 }
-_SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", datetime: "time (ISO 8601, UTC)",
-            AwareDatetime: "time (ISO 8601 with a timezone)"}
+_SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", datetime: "time (ISO 8601, UTC)"}
 
 
 class Undocumented(LookupError):
@@ -232,8 +231,8 @@ def bounds_section() -> Iterator[str]:
     yield ""
     yield f"- a record: at most {b.MAX_RECORD_BYTES:,} bytes (Kinesis's limit), UTF-8 without lone surrogates;"
     yield f"- nesting: at most {b.MAX_DEPTH} levels;"
-    yield (f"- times: with a timezone (or offset), from {b.TIME_MIN.date()} to before {b.TIME_MAX.date()} UTC "
-           "(AWS Health's RFC 1123 times too);")
+    yield (f"- times: from {b.TIME_MIN.date()} to before {b.TIME_MAX.date()} UTC, compared in UTC whatever "
+           "their offset (one without a zone is UTC); AWS Health's RFC 1123 times too;")
     yield (f"- integers the models declare: within +-10^{b.NUMBER_DIGITS} (DynamoDB's Number), versions >= 0;")
     yield (f"- identifiers (ARNs, ids): 1 to {b.MAX_ID_BYTES:,} ASCII characters or 1 to 256 of any (a DynamoDB "
            f"key holds {b.MAX_ID_BYTES:,} bytes); an ECS `group`: 1 to {b.MAX_GROUP_CHARS} characters (ECS's own "

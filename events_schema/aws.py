@@ -153,10 +153,8 @@ class ContainerInstanceHealthDetail(AwsModel):
 
 
 def parse_health_time(text: str) -> datetime:
-    """AWS Health's times: ``Thu, 27 Aug 2026 13:19:03 GMT`` (RFC 1123, as the schema documents), or ISO 8601.
-
-    Raises ValueError unless the time is timezone-aware and within events_schema.bounds' range.
-    """
+    """AWS Health's times: ``Thu, 27 Aug 2026 13:19:03 GMT`` (RFC 1123, as the schema documents), or ISO 8601,
+    as an aware time (UTC where the text gives no zone). ValueError outside events_schema.bounds' range."""
     try:
         moment = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

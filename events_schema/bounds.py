@@ -6,8 +6,9 @@ DynamoDB key, a lone surrogate cannot be encoded, deep nesting exhausts Python's
 decoder checks these once, at the edge, and answers ``invalid`` naming the field:
 
 - the record: at most MAX_RECORD_BYTES, UTF-8 without lone surrogates, nesting at most MAX_DEPTH;
-- the fields the models declare: times within TIME_MIN .. TIME_MAX and timezone-aware, integers within
-  +-10^38 (and versions >= 0), identifiers non-empty and small enough for a DynamoDB key;
+- the fields the models declare: times within TIME_MIN .. TIME_MAX (a time without a timezone is UTC, as the
+  fold and replay read it), integers within +-10^38 (and versions >= 0), identifiers non-empty and small
+  enough for a DynamoDB key;
 - the parts of an event that are kept to act on it later (a task's overrides, a node's health checks),
   unknown fields included: numbers within +-10^38, never NaN or Infinity (``BoundedJson``).
 
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import AwareDatetime, Field, Strict, StringConstraints
+from pydantic import Field, Strict, StringConstraints
 from typing_extensions import TypeAliasType
 
 # Times: a record's times describe a fleet that exists now; 2000..2100 leaves room for every real event
@@ -53,9 +54,9 @@ class OutOfBounds(ValueError):
 
 
 def check_time(value: datetime) -> datetime:
-    """``value`` unchanged if it is timezone-aware and within TIME_MIN .. TIME_MAX."""
+    """``value`` as an aware time, if it is within TIME_MIN .. TIME_MAX (a time without a zone is UTC)."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("time must carry a timezone (e.g. Z)")
+        value = value.replace(tzinfo=UTC)
     # The year test first: comparing aware times shifts them by their offsets, which must stay in range.
     if not TIME_MIN.year - 1 <= value.year <= TIME_MAX.year or not TIME_MIN <= value < TIME_MAX:
         raise ValueError(f"time {value.isoformat()} is outside {TIME_MIN.date()} .. {TIME_MAX.date()} (UTC)")
@@ -73,9 +74,9 @@ def check_identifier(value: str) -> str:
     return value
 
 
-# All checked in pydantic-core (Rust): cheap on every record, and aware times compare across offsets
-# without leaving datetime's range.
-BoundedTime = Annotated[AwareDatetime, Field(ge=TIME_MIN, lt=TIME_MAX)]
+# All checked in pydantic-core (Rust): cheap on every record; times compare across offsets without leaving
+# datetime's range, and one without a zone compares as UTC.
+BoundedTime = Annotated[datetime, Field(ge=TIME_MIN, lt=TIME_MAX)]
 BoundedInt = Annotated[int, Field(gt=-NUMBER_LIMIT, lt=NUMBER_LIMIT)]
 Version = Annotated[int, Field(ge=0, lt=NUMBER_LIMIT)]
 # 1..1,024 ASCII characters, or 1..256 of any: both fit a DynamoDB sort key.

@@ -55,8 +55,10 @@ def decode(data: bytes | str) -> StreamEvent:
 
 
 def decode_mapping(raw: Mapping[str, Any]) -> StreamEvent:
-    """A record already parsed (by any JSON parser): the same checks and answers as ``decode``."""
-    return _decode_tree(raw)
+    """A record already parsed (by any JSON parser): the same checks and answers as ``decode``, and an AWS
+    event keeps the values it was given (``to_wire`` returns them, ``encode`` writes them)."""
+    event = _decode_tree(raw)
+    return event if isinstance(event, OurEvent) else keep_raw(event, json.dumps(raw, separators=(",", ":")).encode())
 
 
 def _utf8(data: bytes | str) -> bytes:

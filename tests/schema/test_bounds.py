@@ -56,17 +56,21 @@ def test_values_just_inside_the_bounds_decode(where: str, value: object) -> None
     assert isinstance(event, TaskStateChange)
 
 
-def test_the_time_bounds_hold_in_every_timezone() -> None:
+def test_the_time_bounds_hold_in_every_timezone_and_without_one() -> None:
     # 2000-01-01T00:30+01:00 is 1999-12-31T23:30Z (out); 2099-12-31T23:30-01:00 is 2100-01-01T00:30Z (out)
-    for outside in ("2000-01-01T00:30:00+01:00", "2099-12-31T23:30:00-01:00"):
+    for outside in ("2000-01-01T00:30:00+01:00", "2099-12-31T23:30:00-01:00", "1999-12-31T23:59:59"):
         with pytest.raises(MalformedRecord, match=r"detail\.updatedAt"):
             decode(mutated(TASK, setting("detail.updatedAt", outside)))
+    # A time without a zone is UTC, as the fold and replay read it.
+    event = decode(mutated(TASK, setting("detail.updatedAt", "2099-12-31T23:59:59")))
+    assert isinstance(event, TaskStateChange) and event.detail.updatedAt == datetime(2099, 12, 31, 23, 59, 59)
 
 
 def test_health_times_read_rfc_1123_and_iso_8601_within_the_bounds() -> None:
     assert parse_health_time("Thu, 27 Aug 2026 13:19:03 GMT") == datetime(2026, 8, 27, 13, 19, 3, tzinfo=UTC)
     assert parse_health_time("2026-08-27T13:19:03Z") == datetime(2026, 8, 27, 13, 19, 3, tzinfo=UTC)
-    for bad in ("Sat, 05 Jun 2016 15:10:09 -0000", "Mon, 1 Jan 9999 00:00:00 +9999", "", "2026-08-27T13:19:03"):
+    assert parse_health_time("Sun, 05 Jun 2016 15:10:09 -0000") == datetime(2016, 6, 5, 15, 10, 9, tzinfo=UTC)
+    for bad in ("Mon, 1 Jan 9999 00:00:00 +9999", "Sat, 1 Jan 1999 00:00:00 GMT", "", "tomorrow"):
         with pytest.raises(ValueError):
             parse_health_time(bad)
     event = decode(mutated(HEALTH, setting("detail.endTime", "2025-06-17T04:00:00+00:00")))

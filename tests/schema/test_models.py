@@ -66,9 +66,9 @@ def test_every_docs_example_round_trips_byte_for_byte(path: Path) -> None:
 def test_every_aws_fixture_decodes_to_its_model_and_round_trips(path: Path) -> None:
     # GIVEN a real AWS event as EventBridge delivers it
     raw = json.loads(path.read_text())
-    # WHEN it is decoded from the record bytes, and from the parsed dict (no bytes to give back)
+    # WHEN it is decoded from the record bytes, and built from the parsed dict (no record to give back)
     event = decode(path.read_bytes())
-    from_fields = decode_mapping(raw)
+    from_fields = _model_for(path).model_validate(raw)
     # THEN it is the right model, and encoding from the fields gives back every field AWS sent (unknown too)
     assert isinstance(event, _model_for(path))
     again = json.loads(encode(from_fields))
@@ -166,9 +166,18 @@ def test_a_changed_copy_is_encoded_from_its_fields_not_the_old_bytes() -> None:
 
 
 def test_an_event_built_in_code_encodes_its_fields() -> None:
-    event = decode_mapping(json.loads((FIXTURES / "aws_events" / "ec2_instance_state_change_gpu_stopped.json")
-                                      .read_text()))
+    raw = json.loads((FIXTURES / "aws_events" / "ec2_instance_state_change_gpu_stopped.json").read_text())
+    event = Ec2InstanceStateChange.model_validate(raw)
     assert json.loads(encode(event))["detail"] == {"instance-id": "i-0a1b2c3d4e5f67890", "state": "stopped"}
+
+
+def test_a_parsed_record_keeps_the_values_it_was_given() -> None:
+    # GIVEN a parsed task event whose times have milliseconds (".000Z", as tail's JSON lines carry them)
+    raw = json.loads((FIXTURES / "aws_events" / "task_state_change_gpu_running.json").read_text())
+    raw["detail"]["updatedAt"] = "2025-06-03T08:16:44.000Z"
+    # WHEN it is decoded from the dict THEN to_wire gives back those very values, and encode writes them
+    event = decode_mapping(raw)
+    assert to_wire(event) == raw and json.loads(encode(event)) == raw
 
 
 def test_aws_health_gives_the_instances_and_the_window() -> None:
