@@ -9,7 +9,7 @@ its model or out of events_schema.bounds, named in the detail).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
@@ -17,6 +17,8 @@ from pydantic import TypeAdapter, ValidationError
 from events_schema.aws import AWS_MODELS, AwsEvent, AwsEventModel, keep_raw, raw_bytes
 from events_schema.bounds import (
     MAX_RECORD_BYTES,
+    TIME_MAX,
+    TIME_MIN,
     OutOfBounds,
     check_identifier,
     check_time,
@@ -154,21 +156,25 @@ def _decode_ours(raw: Mapping[str, Any]) -> OurEvent:
 
 def _check_our_bounds(event: OurEvent) -> None:
     """The envelope's model predates the bounds: hold its time and keys to them here (the payloads'
-    own fields are their models' to bound)."""
+    own fields are their models' to bound). The common case costs two comparisons and a length each."""
     envelope = event.envelope
     subject = envelope.subject
-    keys = {"event_id": envelope.event_id, "subject.node": subject.node, "subject.job": subject.job,
-            "subject.task": subject.task, "subject.incident": subject.incident}
+    time = envelope.time
+    if time.tzinfo is None or not TIME_MIN <= time < TIME_MAX:
+        _refuse_ours(event, "time", check_time, time)
+    for where, value in (("event_id", envelope.event_id), ("subject.node", subject.node),
+                         ("subject.job", subject.job), ("subject.task", subject.task),
+                         ("subject.incident", subject.incident)):
+        # 1..256 characters always fit MAX_ID_BYTES; anything else gets the full check.
+        if value is not None and not 0 < len(value) <= 256:
+            _refuse_ours(event, where, check_identifier, value)
+
+
+def _refuse_ours(event: OurEvent, where: str, check: Callable[[Any], object], value: Any) -> None:
     try:
-        check_time(envelope.time)
+        check(value)
     except ValueError as exc:
-        raise MalformedRecord("invalid", f"{event.type}: time: {exc}") from exc
-    for where, value in keys.items():
-        if value is not None:
-            try:
-                check_identifier(value)
-            except ValueError as exc:
-                raise MalformedRecord("invalid", f"{event.type}: {where}: {exc}") from exc
+        raise MalformedRecord("invalid", f"{event.type}: {where}: {exc}") from exc
 
 
 def encode(event: StreamEvent) -> bytes:
