@@ -15,7 +15,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from events_schema.bounds import BoundedInt, BoundedJson, BoundedTime, Group, Identifier, Version, check_time
 
@@ -229,8 +229,6 @@ class _EventBridgeEnvelope(AwsModel):
     time: BoundedTime
     region: str
     resources: list[str] = Field(default_factory=list)
-    # The record this event was decoded from, byte for byte (events_schema.decode sets it).
-    _raw: bytes | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         """Equal when the fields are: the same event from bytes or from a dict is the same event."""
@@ -245,7 +243,7 @@ class _EventBridgeEnvelope(AwsModel):
         """A changed copy no longer is the record it came from, so it forgets the record's bytes."""
         copy = super().model_copy(update=update, deep=deep)
         if update:
-            copy._raw = None
+            object.__setattr__(copy, _RAW_SLOT, None)
         return copy
 
 
@@ -315,15 +313,25 @@ def family_of(task_definition_arn: str) -> str:
     return name.rsplit(":", 1)[0] if ":" in name else name
 
 
+# The record an event was decoded from rides in pydantic's slot for private attributes, which these models
+# leave empty: a declared PrivateAttr would cost a Python call on every validation (about 15% of decoding
+# an ECS event). pydantic copies the slot with the model and never serializes it.
+_RAW_SLOT = "__pydantic_private__"
+
+
 def keep_raw(event: AwsEventModel, record: bytes) -> AwsEventModel:
     """Remember the record ``event`` was decoded from (events_schema.decode calls this)."""
-    event._raw = record
+    object.__setattr__(event, _RAW_SLOT, {"raw": record})
     return event
 
 
 def raw_bytes(event: BaseModel) -> bytes | None:
     """The record an AWS event was decoded from, unchanged; None for one built or changed in code."""
-    return event._raw if isinstance(event, _EventBridgeEnvelope) else None
+    if not isinstance(event, _EventBridgeEnvelope):
+        return None
+    kept = object.__getattribute__(event, _RAW_SLOT)
+    raw: bytes | None = kept.get("raw") if kept else None
+    return raw
 
 
 def to_wire(event: BaseModel) -> dict[str, Any]:
