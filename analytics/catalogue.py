@@ -13,15 +13,15 @@ import sys
 import types
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from analytics.catalogue_notes import COMMON, NOTES, WRITTEN_BY
-from events_schema import aws
+from events_schema import aws, bounds
 from events_schema.envelope import Envelope, EventType, Subject, make_envelope
 from events_schema.events import REGISTRY, NodeStateChanged
 from events_schema.partition import partition_key_for
@@ -33,6 +33,8 @@ AWS_EVENTS: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     aws.TASK_STATE_CHANGE: (aws.TaskStateChange, aws.TaskDetail),
     aws.CONTAINER_INSTANCE_STATE_CHANGE: (aws.ContainerInstanceStateChange, aws.ContainerInstanceDetail),
     aws.CONTAINER_INSTANCE_HEALTH_CHANGE: (aws.ContainerInstanceHealthChange, aws.ContainerInstanceHealthDetail),
+    aws.AWS_HEALTH_EVENT: (aws.AwsHealthEvent, aws.AwsHealthDetail),
+    aws.EC2_INSTANCE_STATE_CHANGE: (aws.Ec2InstanceStateChange, aws.Ec2InstanceStateDetail),
 }
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", datetime: "time (ISO 8601, UTC)"}
 
@@ -51,6 +53,8 @@ def anchor(model: type[BaseModel]) -> str:
 def type_text(annotation: Any) -> str:
     """A field's type in words, with links to nested models."""
     origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return type_text(args[0]) + _marks(args[1:])
     if origin is Literal:
         return "one of " + ", ".join(f"`{a}`" for a in args)
     if origin in (Union, types.UnionType):
@@ -68,17 +72,36 @@ def type_text(annotation: Any) -> str:
 
 
 def _bounds(info: FieldInfo) -> str:
-    marks = []
-    for item in info.metadata:
-        if isinstance(item, Ge):
-            marks.append(f">= {item.ge}")
-        elif isinstance(item, Gt):
-            marks.append(f"> {item.gt}")
-        elif isinstance(item, Le):
-            marks.append(f"<= {item.le}")
-        elif isinstance(item, Lt):
-            marks.append(f"< {item.lt}")
+    return _marks(info.metadata)
+
+
+def _marks(metadata: Iterable[Any]) -> str:
+    """A field's bounds in words: ``(>= 0, < 10^38)``, ``(1..255 characters)``."""
+    marks: list[str] = []
+    for item in metadata:
+        if isinstance(item, FieldInfo):
+            marks += [mark for inner in item.metadata if (mark := _mark(inner))]
+        elif mark := _mark(item):
+            marks.append(mark)
     return f" ({', '.join(marks)})" if marks else ""
+
+
+def _mark(item: Any) -> str:
+    if isinstance(item, Ge | Gt | Le | Lt):
+        op, value = {Ge: (">=", "ge"), Gt: (">", "gt"), Le: ("<=", "le"), Lt: ("<", "lt")}[type(item)]
+        return f"{op} {_limit(getattr(item, value))}"
+    if isinstance(item, StringConstraints) and item.max_length is not None:
+        return f"{item.min_length or 0}..{item.max_length} characters"
+    return ""
+
+
+def _limit(value: Any) -> str:
+    """10^38 rather than 39 digits; a date rather than a midnight time."""
+    if isinstance(value, int) and abs(value) >= 10**6 and str(abs(value)).rstrip("0") == "1":
+        return f"{'-' if value < 0 else ''}10^{len(str(abs(value))) - 1}"
+    if isinstance(value, datetime) and value.time() == datetime.min.time():
+        return f"{value.date().isoformat()} UTC"
+    return str(value)
 
 
 def presence(info: FieldInfo) -> str:
@@ -177,20 +200,47 @@ def header() -> Iterator[str]:
 def partition_keys() -> Iterator[str]:
     yield "## Partition keys"
     yield ""
-    yield ("A node's events share a partition key, so they stay in order on one shard. ECS events get theirs "
+    yield ("Events that one decision needs arrive in order on one shard where possible: a job's tasks share "
+           "their ECS `group`, a node's ECS events share its container instance ARN. AWS events get their key "
            "from the EventBridge rule that put them on the stream:")
     yield ""
     yield "| rule | detail-type | also matches | partition key |"
     yield "|---|---|---|---|"
     for rule in ingest_rules(EXAMPLE_CLUSTER):
         pattern = rule.event_pattern
-        extra = {k: v for k, v in pattern["detail"].items() if k != "clusterArn"}
+        extra = {f"detail.{k}": v for k, v in pattern["detail"].items() if k != "clusterArn"}
+        extra |= {k: v for k, v in pattern.items() if k in ("account", "region")}
         matches = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in extra.items()) or "-"
         yield (f"| `{rule.name}` | {pattern['detail-type'][0]} | {matches} | `{rule.partition_key_path}` |")
     yield ""
-    yield ("Every rule matches `source: aws.ecs` and the cluster ARN exactly. "
-           f"Our events: {_first_line(partition_key_for)} That is `subject.node`, else `subject.job`, else "
-           "`subject.task`, else `event_id`.")
+    yield ("ECS rules match `source: aws.ecs` and the cluster ARN exactly; a task without a `group` is keyed by "
+           "its ARN, so that every rule's key is present in every event it takes. The AWS Health and EC2 rules "
+           "match the cluster's account (and region) exactly: no pattern can name the cluster's instances, "
+           "which change, so these events cover every instance of the account and the recovery ignores the "
+           f"ones it does not know. Our events: {_first_line(partition_key_for)} That is `subject.node`, else "
+           "`subject.job`, else `subject.task`, else `event_id`.")
+    yield ""
+
+
+def bounds_section() -> Iterator[str]:
+    b = bounds
+    yield "## Bounds"
+    yield ""
+    yield ("`decode` refuses, as `invalid` naming the field (or `not_json`), every record outside these bounds, "
+           "so nothing past it can overflow, recurse or fail a DynamoDB key:")
+    yield ""
+    yield f"- a record: at most {b.MAX_RECORD_BYTES:,} bytes (Kinesis's limit), UTF-8 without lone surrogates;"
+    yield f"- nesting: at most {b.MAX_DEPTH} levels;"
+    yield (f"- times: from {b.TIME_MIN.date()} to before {b.TIME_MAX.date()} UTC, compared in UTC whatever "
+           "their offset (one without a zone is UTC); AWS Health's RFC 1123 times too;")
+    yield (f"- integers the models declare: within +-10^{b.NUMBER_DIGITS} (DynamoDB's Number), versions >= 0;")
+    yield (f"- identifiers (ARNs, ids): 1 to {b.MAX_ID_BYTES:,} ASCII characters or 1 to 256 of any (a DynamoDB "
+           f"key holds {b.MAX_ID_BYTES:,} bytes); an ECS `group`: 1 to {b.MAX_GROUP_CHARS} characters (ECS's own "
+           "limit);")
+    yield ("- what is kept to act on later (a task's `overrides`, a node's `healthChecks`), unknown fields "
+           f"included: numbers within +-10^{b.NUMBER_DIGITS}, never NaN or Infinity.")
+    yield ""
+    yield "Other unknown fields are kept as AWS sent them; an AWS event's record bytes are kept verbatim."
     yield ""
 
 
@@ -296,8 +346,9 @@ def our_types() -> Iterator[str]:
 def aws_events() -> Iterator[str]:
     yield "## AWS events we consume"
     yield ""
-    yield ("ECS events as EventBridge delivers them (source `aws.ecs`). Listed are the fields we read; "
-           "everything else ECS sends is kept as is. Field names are AWS's (camelCase).")
+    yield ("AWS events as EventBridge delivers them: ECS (source `aws.ecs`), AWS Health scheduled changes for "
+           "EC2 (`aws.health`) and EC2 instance state changes (`aws.ec2`). Listed are the fields we read; "
+           "everything else AWS sends is kept as is. Field names are AWS's.")
     yield ""
     rules = ingest_rules(EXAMPLE_CLUSTER)
     details = []
@@ -324,7 +375,7 @@ def aws_events() -> Iterator[str]:
 
 
 def render() -> str:
-    parts = [header(), partition_keys(), envelope(), versioning(), our_types(), aws_events()]
+    parts = [header(), partition_keys(), bounds_section(), envelope(), versioning(), our_types(), aws_events()]
     lines = [line for part in parts for line in part]
     return "\n".join(lines).rstrip("\n") + "\n"
 

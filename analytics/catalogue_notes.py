@@ -115,13 +115,14 @@ NOTES = {
     # --- AWS: the EventBridge envelope -----------------------------------------------------------
     "AwsEnvelope.version": "EventBridge envelope version (`0`).",
     "AwsEnvelope.id": "EventBridge's event id; a redelivered event keeps it.",
-    "AwsEnvelope.source": "`aws.ecs`.",
+    "AwsEnvelope.source": "`aws.ecs`, `aws.health` or `aws.ec2`.",
     "AwsEnvelope.account": "The AWS account.",
     "AwsEnvelope.time": "When EventBridge received the event (UTC, second precision).",
     "AwsEnvelope.region": "The AWS region.",
-    "AwsEnvelope.resources": "ARNs of the task or container instance.",
-    "AwsEnvelope.detail-type": "Which ECS event this is.",
-    "AwsEnvelope.detail": "The ECS entity as it is now (below).",
+    "AwsEnvelope.resources": "ARNs (or ids) of what the event is about: the task, container instance or EC2 "
+    "instance; AWS Health may leave it out.",
+    "AwsEnvelope.detail-type": "Which AWS event this is.",
+    "AwsEnvelope.detail": "The event's own fields (below).",
     # --- AWS: task ----------------------------------------------------------------------------------
     "TaskDetail.containerInstanceArn": "The node it runs on; absent for a task never placed.",
     "TaskDetail.taskDefinitionArn": "Task definition with revision; families match exactly, never by prefix.",
@@ -170,4 +171,33 @@ NOTES = {
     "HealthCheckResult.status": "OK, IMPAIRED, INSUFFICIENT_DATA, INITIALIZING.",
     "HealthCheckResult.lastUpdated": "When the check last ran.",
     "HealthCheckResult.lastStatusChange": "When its status last changed.",
+    # --- AWS Health (EC2 scheduled changes) ---------------------------------------------------------
+    "AwsHealthDetail.eventArn": "The AWS Health event; the same for its updates (upcoming, open, closed) and "
+    "pages. Also its partition key.",
+    "AwsHealthDetail.service": "The AWS service: `EC2` for the events we route.",
+    "AwsHealthDetail.eventTypeCode": "What is scheduled: `AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED`, "
+    "`AWS_EC2_SYSTEM_REBOOT_MAINTENANCE_SCHEDULED`, `AWS_EC2_INSTANCE_REBOOT_MAINTENANCE_SCHEDULED`, "
+    "`AWS_EC2_INSTANCE_STOP_SCHEDULED`, ...",
+    "AwsHealthDetail.eventTypeCategory": "`scheduledChange` for the events we route (also `issue`, "
+    "`accountNotification`, `investigation`).",
+    "AwsHealthDetail.eventScopeCode": "`ACCOUNT_SPECIFIC` or `PUBLIC`.",
+    "AwsHealthDetail.communicationId": "This message; pages and backup deliveries of one event share its stem.",
+    "AwsHealthDetail.startTime": "When the change starts (RFC 1123: `Thu, 27 Aug 2026 13:19:03 GMT`, as AWS "
+    "Health writes it; `start_time` parses it).",
+    "AwsHealthDetail.endTime": "When the window ends, if AWS Health gives one (same format; `end_time`).",
+    "AwsHealthDetail.lastUpdatedTime": "When AWS Health last updated the event (same format).",
+    "AwsHealthDetail.statusCode": "`upcoming`, `open` or `closed`.",
+    "AwsHealthDetail.eventRegion": "The region the event is about (`region` is where it was delivered).",
+    "AwsHealthDetail.eventDescription": "What AWS says, per language.",
+    "AwsHealthDetail.affectedEntities": "The instances concerned (`instance_ids` reads their ids).",
+    "AwsHealthDetail.affectedAccount": "The account concerned (differs from `account` in an organization view).",
+    "AffectedEntity.entityValue": "An instance id (`i-...`) or an instance ARN.",
+    "AffectedEntity.lastUpdatedTime": "When this entity's status last changed (RFC 1123).",
+    "AffectedEntity.status": "`IMPAIRED`, `UNIMPAIRED`, `PENDING`, `RESOLVED` or `UNKNOWN`.",
+    "HealthEventDescription.language": "Language code (`en_US`).",
+    "HealthEventDescription.latestDescription": "The description, as on the AWS Health Dashboard.",
+    # --- EC2 instance state change ------------------------------------------------------------------
+    "Ec2InstanceStateDetail.instance_id": "The EC2 instance; also the partition key.",
+    "Ec2InstanceStateDetail.state": "Its new state; the rule routes `stopping`, `stopped`, `shutting-down` and "
+    "`terminated` only.",
 }

@@ -13,8 +13,10 @@ from typing import Any
 from consumers.core.projection import ProjectionConfig, first_nonzero_exit, job_id_of
 from events_schema.arn import short_arn
 from events_schema.aws import (
-    ContainerInstanceHealthChange,
+    AwsEventModel,
+    AwsHealthEvent,
     ContainerInstanceStateChange,
+    Ec2InstanceStateChange,
     TaskStateChange,
     to_wire,
 )
@@ -34,6 +36,8 @@ AWS_SHORT_NAMES = {
     "ECS Task State Change": "TaskStateChange",
     "ECS Container Instance State Change": "ContainerInstanceStateChange",
     "ECS Container Instance Health Change": "ContainerInstanceHealthChange",
+    "AWS Health Event": "AwsHealthEvent",
+    "EC2 Instance State-change Notification": "Ec2InstanceStateChange",
 }
 
 
@@ -70,8 +74,7 @@ def _ids(*values: str | None) -> frozenset[str]:
     return frozenset(out)
 
 
-def _aws_view(event: TaskStateChange | ContainerInstanceStateChange | ContainerInstanceHealthChange,
-              config: ProjectionConfig) -> EventView:
+def _aws_view(event: AwsEventModel, config: ProjectionConfig) -> EventView:
     detail_type = event.detail_type
     names = frozenset({detail_type, AWS_SHORT_NAMES[detail_type]})
     body = to_wire(event)
@@ -94,11 +97,25 @@ def _aws_view(event: TaskStateChange | ContainerInstanceStateChange | ContainerI
         summary = f"{c.status or '?'} {agent} v{c.version}"
         return EventView(AWS_SHORT_NAMES[detail_type], names, event.time, c.containerInstanceArn, None, None,
                          summary, body, _ids(c.containerInstanceArn, c.ec2InstanceId))
+    if isinstance(event, AwsHealthEvent | Ec2InstanceStateChange):
+        return _ec2_view(event, names, body)
     h = event.detail
     failing = [f"{check.type}={check.status}" for check in h.healthChecks if check.status != "OK"]
     summary = f"overall={h.overallStatus or '?'}" + (f" {' '.join(failing)}" if failing else "")
     return EventView(AWS_SHORT_NAMES[detail_type], names, event.time, h.containerInstanceArn, None, None, summary,
                      body, _ids(h.containerInstanceArn, h.ec2InstanceId))
+
+
+def _ec2_view(event: AwsHealthEvent | Ec2InstanceStateChange, names: frozenset[str], body: dict[str, Any]) -> EventView:
+    """EC2 events name instances, not container instances: ``--node i-...`` finds them."""
+    instances = event.instance_ids
+    if isinstance(event, AwsHealthEvent):
+        d = event.detail
+        summary = f"{d.eventTypeCode} {d.statusCode or '?'} from {d.startTime}: {' '.join(instances) or '-'}"
+    else:
+        summary = f"{event.detail.instance_id} {event.detail.state}"
+    return EventView(AWS_SHORT_NAMES[event.detail_type], names, event.time, instances[0] if instances else None,
+                     None, None, summary, body, _ids(*instances))
 
 
 def _our_view(event: OurEvent) -> EventView:

@@ -6,15 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
+from events_schema.aws import AWS_MODELS
 from events_schema.envelope import Envelope
 from events_schema.events import REGISTRY
 
-AWS_TYPES = {
-    "ECS Task State Change": TaskStateChange,
-    "ECS Container Instance State Change": ContainerInstanceStateChange,
-    "ECS Container Instance Health Change": ContainerInstanceHealthChange,
-}
+# Every AWS event the ingest rules route, by detail-type.
+AWS_TYPES = dict(AWS_MODELS)
 
 
 def _slug(name: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -51,7 +51,10 @@ class Ingest(Construct):
             # Undeliverable events wait here for a redrive: they outlive the stack.
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.rules = [self._rule(rule, stream, name_prefix) for rule in ingest_rules(cluster_arn)]
+        stack = Stack.of(self)
+        # The AWS Health and EC2 rules match this account (and region) exactly; the cluster lives here too.
+        rules = ingest_rules(cluster_arn, account=stack.account, region=stack.region)
+        self.rules = [self._rule(rule, stream, name_prefix) for rule in rules]
         # CDK's Kinesis target (unlike its SQS and Lambda targets) does not let EventBridge into the
         # dead-letter queue: without this statement undeliverable events would be lost, not parked.
         self.dead_letter_queue.add_to_resource_policy(

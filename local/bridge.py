@@ -1,6 +1,7 @@
 """The local EventBridge: moto cannot deliver EventBridge events to Kinesis, so this applies the very
 rules the CDK stack deploys (events_schema.rules) and puts each matching event into the stream with
-that rule's partition key, as the Kinesis target would."""
+that rule's partition key, as the Kinesis target would. An event whose key Kinesis would refuse goes
+to ``dead_letters``, as EventBridge sends it to the rules' dead-letter queue."""
 
 from __future__ import annotations
 
@@ -21,11 +22,19 @@ class EventBridgeBridge:
         self._rules = list(rules)
         self._writer = writer
         self.delivered = 0
+        self.dead_letters: list[tuple[str, dict[str, Any]]] = []
 
     def route(self, event: dict[str, Any]) -> list[tuple[bytes, str]]:
         """Every rule that matches delivers the event once, as EventBridge does."""
         data = json.dumps(event, separators=(",", ":")).encode()
-        return [(data, rule.partition_key(event)) for rule in self._rules if matches(rule.event_pattern, event)]
+        routed = []
+        for rule in self._rules:
+            if matches(rule.event_pattern, event):
+                try:
+                    routed.append((data, rule.partition_key(event)))
+                except KeyError:
+                    self.dead_letters.append((rule.name, event))
+        return routed
 
     def publish(self, events: Sequence[dict[str, Any]]) -> int:
         records: list[tuple[bytes, str]] = []

@@ -18,7 +18,13 @@ from typing import Any, Literal
 from consumers.core.clocktext import iso
 from consumers.core.projection import ProjectionConfig, job_id_of
 from events_schema.arn import short_arn
-from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
+from events_schema.aws import (
+    AwsHealthEvent,
+    ContainerInstanceHealthChange,
+    ContainerInstanceStateChange,
+    Ec2InstanceStateChange,
+    TaskStateChange,
+)
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import OurEvent
 from events_schema.events import (
@@ -157,6 +163,8 @@ def facts_of(event: StreamEvent, config: ProjectionConfig) -> Facts:
     elif isinstance(event, ContainerInstanceStateChange | ContainerInstanceHealthChange):
         facts.nodes.add(event.detail.containerInstanceArn)
         _add(facts.instance_ids, event.detail.ec2InstanceId)
+    elif isinstance(event, AwsHealthEvent | Ec2InstanceStateChange):
+        facts.instance_ids.update(event.instance_ids)
     elif isinstance(event, OurEvent):
         _our_facts(event, facts)
     return facts
@@ -328,11 +336,24 @@ def to_row(event: StreamEvent, config: ProjectionConfig) -> Row:
                    f"instance {d.status}, agent {agent} (version {d.version})", d.statusReason or "",
                    event.id, None, d.containerInstanceArn,
                    {"status": d.status, "agent_connected": d.agentConnected, "version": d.version})
+    if isinstance(event, AwsHealthEvent | Ec2InstanceStateChange):
+        return _ec2_row(event, at)
     d2 = event.detail
     failing = [f"{c.type}={c.status}" for c in d2.healthChecks if c.status and c.status != "OK"]
     return Row(at, "ecs", event.detail_type, f"node {short_arn(d2.containerInstanceArn)}",
                f"instance health {d2.overallStatus}", ", ".join(failing), event.id, None,
                d2.containerInstanceArn, {"overall_status": d2.overallStatus})
+
+
+def _ec2_row(event: AwsHealthEvent | Ec2InstanceStateChange, at: str) -> Row:
+    instances = event.instance_ids
+    if isinstance(event, AwsHealthEvent):
+        d = event.detail
+        return Row(at, "ecs", event.detail_type, f"instances {' '.join(instances) or '-'}",
+                   f"{d.eventTypeCode} ({d.statusCode or '?'})", f"from {d.startTime} to {d.endTime or '?'}",
+                   event.id, None, None, {"event_type_code": d.eventTypeCode, "instance_ids": instances})
+    return Row(at, "ecs", event.detail_type, f"instance {event.detail.instance_id}",
+               f"instance {event.detail.state}", "", event.id, None, None, {"instance_ids": instances})
 
 
 def _task_row(event: TaskStateChange, at: str, config: ProjectionConfig) -> Row:

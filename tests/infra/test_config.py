@@ -188,6 +188,8 @@ def test_rule_patterns_convert_field_for_field() -> None:
         assert pattern.source == rule.event_pattern["source"]
         assert pattern.detail_type == rule.event_pattern["detail-type"]
         assert pattern.detail == rule.event_pattern["detail"]
+        assert pattern.account == rule.event_pattern.get("account")
+        assert pattern.region == rule.event_pattern.get("region")
     # AND a field CDK cannot express is refused rather than dropped
     with pytest.raises(ValueError, match="no EventPattern equivalent"):
         event_pattern({"source": ["aws.ecs"], "replay-name": ["x"]})

@@ -101,7 +101,10 @@ def test_rules_are_exactly_the_rules_module_with_the_exact_cluster_arn(default_s
         properties = deployed[f"gpu-recovery-{rule.name}"]
         assert properties["EventPattern"] == default_synth.resolve(rule.event_pattern)
         assert properties["Description"] == rule.description
-    # AND the cluster is matched by its full ARN in this account and region, never a prefix
+    # AND the AWS Health and EC2 rules match this very account (and region), as the cluster is matched
+    # by its full ARN in this account and region, never a prefix
+    assert deployed["gpu-recovery-ec2-scheduled-change"]["EventPattern"]["account"] == [{"Ref": "AWS::AccountId"}]
+    assert deployed["gpu-recovery-ec2-instance-stopped"]["EventPattern"]["region"] == [{"Ref": "AWS::Region"}]
     cluster = default_synth.resolve(default_synth.stack.cluster_arn)
     assert cluster == {"Fn::Join": ["", [
         "arn:", {"Ref": "AWS::Partition"}, ":ecs:", {"Ref": "AWS::Region"}, ":", {"Ref": "AWS::AccountId"},
@@ -136,7 +139,7 @@ def test_dead_letter_queue_is_encrypted_retained_and_refuses_plain_http(default_
     # THEN undeliverable events outlive the stack
     default_synth.template.all_resources("AWS::SQS::Queue", {"DeletionPolicy": "Retain",
                                                              "UpdateReplacePolicy": "Retain"})
-    # AND plain-HTTP access is denied, and EventBridge may send only from our four rules
+    # AND plain-HTTP access is denied, and EventBridge may send only from our rules
     rules = [{"Fn::GetAtt": [default_synth.logical_id(rule), "Arn"]} for rule in default_synth.stack.ingest.rules]
     default_synth.template.has_resource_properties("AWS::SQS::QueuePolicy", {"PolicyDocument": {
         "Statement": Match.array_with([

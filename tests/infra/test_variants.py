@@ -35,6 +35,11 @@ def test_the_stack_targets_the_given_account_and_region(turned: Synth) -> None:
         turned.template.has_resource_properties("AWS::Events::Rule", {
             "EventPattern": turned.resolve(rule.event_pattern),
         })
+    # AND the AWS Health and EC2 rules match that account (and region) literally
+    turned.template.has_resource_properties("AWS::Events::Rule", {
+        "Name": "gpu-recovery-ec2-instance-stopped",
+        "EventPattern": Match.object_like({"account": [ACCOUNT], "region": [REGION]}),
+    })
 
 
 def test_settings_from_context_name_the_resources(turned: Synth) -> None:
