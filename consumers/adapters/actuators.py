@@ -5,10 +5,10 @@ Replay never imports this module (a test keeps it out of replay's import graph).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
-from events_schema.events import Action
+from consumers.adapters.sns_message import publish_requests, sibling_topic_arn
+from events_schema.events import Action, Notice
 
 ECS_ACTIONS = frozenset({"StopTask", "StartTask", "UpdateContainerInstancesState", "PutAttributes",
                          "ListTagsForResource"})
@@ -36,6 +36,7 @@ class AwsActuator:
         self._clients = clients
         self._cluster = cluster
         self._topic_arn = topic_arn
+        self._chat_topic_arn = sibling_topic_arn(topic_arn, clients.settings.sns_chat_topic_name)
 
     def _client(self, name: str) -> Any:
         return self._clients.client(name)
@@ -129,26 +130,13 @@ class AwsActuator:
     # --- people ---------------------------------------------------------------------------------
 
     def _Publish(self, action: Action, key: str) -> dict[str, Any]:
-        message = action.params["message"]
-        response = self._client("sns").publish(
-            TopicArn=self._topic_arn, Subject=str(action.params["subject"])[:100],
-            Message=json.dumps({"default": json.dumps(message, sort_keys=True), "email": _readable(message)}),
-            MessageStructure="json",
-            MessageAttributes={"kind": {"DataType": "String", "StringValue": str(message.get("kind"))}},
-        )
-        return {"message_id": response["MessageId"]}
-
-
-def _readable(message: dict[str, Any]) -> str:
-    seen = message.get("seen", {})
-    lines = [
-        str(message.get("summary")), "",
-        f"cluster:   {message.get('cluster')}",
-        f"jobs:      {', '.join(message.get('job_ids') or []) or '-'}",
-        f"node:      {message.get('node_arn') or '-'} ({message.get('instance_id') or '-'})",
-        f"incident:  {message.get('incident_id') or '-'}",
-        f"seen:      XIDs {seen.get('xids') or '-'}; DCGM verdict {seen.get('verdict') or '-'}; {seen.get('reason')}",
-        f"done:      {len(message.get('done') or [])} recorded steps (gpu-recovery audit --incident ...)",
-        "", f"next: {message.get('next_step')}",
-    ]
-    return "\n".join(lines)
+        # The renderer (consumers/adapters/sns_message.py) makes the main topic's request and, with a chat
+        # topic configured (SNS chat topic setting), the chat card's.
+        try:
+            notice = Notice.model_validate(action.params["message"])
+            requests = publish_requests(notice, topic_arn=self._topic_arn, subject=action.params.get("subject"),
+                                        chat_topic_arn=self._chat_topic_arn)
+        except ValueError as exc:  # pydantic's ValidationError included
+            raise ActionFailed(f"notice cannot be published: {exc}") from exc
+        ids = [self._client("sns").publish(**request)["MessageId"] for request in requests]
+        return {"message_id": ids[0], **({"chat_message_id": ids[1]} if len(ids) > 1 else {})}
