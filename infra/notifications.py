@@ -43,10 +43,11 @@ class Notifications(Construct):
         for email in emails:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
         self.chat_topic: sns.Topic | None = None
+        self.chat: ChatChannels | None = None
         if chat_topic_name:
             self.chat_topic = self._topic("ChatTopic", chat_topic_name, f"{display_name} (chat)", key)
         if self.chat_topic is not None and config is not None and config.chat_enabled:
-            ChatChannels(self, "Chat", topic=self.chat_topic, config=config)
+            self.chat = ChatChannels(self, "Chat", topic=self.chat_topic, config=config)
 
     def _topic(self, construct_id: str, name: str, display_name: str, key: kms.IKey) -> sns.Topic:
         return sns.Topic(self, construct_id, topic_name=name, display_name=display_name, master_key=key,

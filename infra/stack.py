@@ -48,9 +48,10 @@ class GpuRecoveryStack(Stack):
         self.cluster_arn = arns.of("ecs", f"cluster/{settings.cluster_name}")
         log_retention = retention_days(config.log_retention_days)
         chat_topic = chat_topic_name(settings, config)
-        environment = settings_environment(
-            settings, overrides={"region": self.region, "account_id": self.account, "sns_chat_topic_name": chat_topic}
-        )
+        environment = settings_environment(settings, overrides={
+            "region": self.region, "account_id": self.account,
+            **({"sns_chat_topic_name": chat_topic} if chat_topic else {}),
+        })
 
         key = Encryption(self, "Encryption", alias=f"alias/{prefix}").key
         self.stream = EventStream(self, "Stream", stream_name=settings.stream_name,
