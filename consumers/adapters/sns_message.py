@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
+from collections.abc import Iterable
 from typing import Any, NotRequired, TypedDict
 
 from events_schema.events import Notice, NotificationSent
@@ -102,7 +103,7 @@ def jobs_of(notice: Notice) -> list[str]:
     return _unique(notice.job_ids)
 
 
-def _unique(values: list[str | None]) -> list[str]:
+def _unique(values: Iterable[str | None]) -> list[str]:
     return list(dict.fromkeys(value for value in values if value))
 
 
@@ -271,20 +272,20 @@ def _concerned_lines(notice: Notice) -> list[str]:
     lines = [f"cluster:   {notice.cluster or '-'}", f"severity:  {notice.severity}, kind {notice.kind}"]
     if notice.at is not None:
         lines.append(f"at:        {notice.at.isoformat()}")
-    if notice.node_arn:
-        lines.append(f"node:      {notice.node_arn}")
+    nodes = nodes_of(notice)
+    for label, values in (("node", nodes if len(nodes) == 1 else [short_node(node) for node in nodes]),
+                          ("job", jobs_of(notice)), ("incident", incidents_of(notice))):
+        lines += _listing(label, values, TEXT_LIST_MAX)
     if notice.instance_id:
         lines.append(f"instance:  {notice.instance_id}")
-    for label, values in (("nodes", [short_node(node) for node in nodes_of(notice)]), ("jobs", jobs_of(notice)),
-                          ("incidents", incidents_of(notice))):
-        lines += _listing(label, values, TEXT_LIST_MAX)
     return lines
 
 
 def _listing(label: str, values: list[str], limit: int) -> list[str]:
-    if not values:
-        return []
-    head = [f"{label} ({len(values):,}):"] + [f"  {value}" for value in values[:limit]]
+    """One value on its line; several as a counted list (container instance ids for nodes)."""
+    if len(values) <= 1:
+        return [f"{label + ':':<10} {value}" for value in values]
+    head = [f"{label}s ({len(values):,}):"] + [f"  {value}" for value in values[:limit]]
     more = len(values) - limit
     return head + ([f"  ... and {more:,} more (the audit lists them all)"] if more > 0 else [])
 

@@ -9,7 +9,9 @@ relatedResources, additionalContext}.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -205,7 +207,7 @@ def test_a_grouped_notice_lists_its_nodes_and_fits_in_one_sns_message() -> None:
     assert default["node_arns"] == notice.node_arns[:kept] and default["job_ids"] == notice.job_ids
     # AND the chat card names a few and counts the rest; both jobs are attributes for filters
     description = chat_body(notice)["content"]["description"]
-    assert f"*Nodes (2,048):*" in description and f"and {2048 - CHAT_LIST_MAX:,} more" in description
+    assert "*Nodes (2,048):*" in description and f"and {2048 - CHAT_LIST_MAX:,} more" in description
     assert "threadId" not in chat_body(notice)["metadata"]  # many incidents: no single thread
     assert json.loads(main["MessageAttributes"]["job"]["StringValue"]) == ["job:llama-405b", "job:eval"]
 
@@ -307,7 +309,7 @@ def test_a_message_that_is_not_a_notice_fails_the_action_with_why(sns_sqs: tuple
     sns, _sqs = sns_sqs
     topic = sns.create_topic(Name="gpu-recovery-notifications")["TopicArn"]
     actuator = AwsActuator(AwsClients(load_settings()), cluster=CLUSTER, topic_arn=topic)
-    with pytest.raises(ActionFailed, match="(?s)notice cannot be published.*summary"):
+    with pytest.raises(ActionFailed, match=r"(?s)notice cannot be published.*summary"):
         actuator.execute(Action(type="Publish", target="notifications",
                                 params={"subject": "s", "message": {"kind": "job_failed", "cluster": "c"}}), "k")
     assert published(topic) == []
@@ -368,3 +370,37 @@ def test_a_job_filter_matches_a_grouped_notice_naming_that_job_among_others(sns_
     # THEN the subscriber gets the burst (job is a String.Array) and nothing else
     (message,) = received(sqs, url)
     assert json.loads(message["Body"])["title"] == "Fabric failure: 64 nodes"
+
+
+# --- the docs show what the code does ----------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "notifications.md"
+DOC_NODE = "arn:aws:ecs:us-west-2:123456789012:container-instance/gpu-training/4f6a0c2e9b1d4c7e8a3f5b6c7d8e9f01"
+
+
+def doc_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.DOTALL)
+
+
+def test_the_docs_examples_are_what_the_renderer_makes() -> None:
+    # GIVEN the notice docs/notifications.md renders, and its code blocks
+    notice = quarantined(node_arn=DOC_NODE)
+    (main,) = publish_requests(notice, topic_arn="arn:aws:sns:us-west-2:123456789012:gpu-recovery-notifications")
+    structured = bodies(main)
+    json_blocks = [json.loads(block) for block in doc_blocks("json")]
+    text_blocks = [block.rstrip("\n") for block in doc_blocks("text")]
+    # THEN the subject, every body and every filter policy shown are exactly the code's
+    assert main["Subject"] in text_blocks
+    assert json.loads(structured["default"]) in json_blocks
+    assert structured["email"] in text_blocks
+    assert structured["sms"] in text_blocks
+    assert chat_body(notice) in json_blocks
+    for policy in (HARDWARE_TEAM, ONE_CLUSTER, PAGES_ONLY, ONE_JOB, NO_TESTS):
+        assert policy in json_blocks, policy
+
+
+def test_the_docs_list_every_kind_with_its_severity() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    for kind, severity in NOTICE_SEVERITY.items():
+        if kind != "test":
+            assert f"| `{kind}` | {severity} |" in text, kind
