@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from consumers.adapters.sns_message import publish_requests, sibling_topic_arn
-from events_schema.events import Action, Notice
+from consumers.adapters.sns_message import notice_of, publish_requests, sibling_topic_arn
+from events_schema.events import Action
 
 ECS_ACTIONS = frozenset({"StopTask", "StartTask", "UpdateContainerInstancesState", "PutAttributes",
                          "ListTagsForResource"})
@@ -133,7 +133,7 @@ class AwsActuator:
         # The renderer (consumers/adapters/sns_message.py) makes the main topic's request and, with a chat
         # topic configured (SNS chat topic setting), the chat card's.
         try:
-            notice = Notice.model_validate(action.params["message"])
+            notice = notice_of(action.params["message"])
             requests = publish_requests(notice, topic_arn=self._topic_arn, subject=action.params.get("subject"),
                                         chat_topic_arn=self._chat_topic_arn)
         except ValueError as exc:  # pydantic's ValidationError included

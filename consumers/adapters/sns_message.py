@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NotRequired, TypedDict
 
-from events_schema.events import Notice, NotificationSent
+from events_schema.events import NOTICE_SEVERITY, Notice, NotificationSent
 
 # SNS: a subject is under 100 ASCII characters without line breaks; a message with its attributes is at
 # most 256 KiB; a message carries at most 10 attributes.
@@ -55,6 +55,12 @@ class PublishRequest(TypedDict):
     MessageAttributes: dict[str, MessageAttribute]
     Subject: NotRequired[str]
     MessageStructure: NotRequired[str]
+
+
+def notice_of(message: Mapping[str, Any]) -> Notice:
+    """The Notice of a Publish action's message; a message without a severity gets its kind's."""
+    severity = NOTICE_SEVERITY.get(str(message.get("kind", "")), "action_needed")
+    return Notice.model_validate({"severity": severity, **message})
 
 
 def publish_requests(notice: Notice, *, topic_arn: str, chat_topic_arn: str | None = None,

@@ -34,6 +34,7 @@ from consumers.adapters.sns_message import (
     default_body,
     email_body,
     message_attributes,
+    notice_of,
     publish_requests,
     sibling_topic_arn,
     subject_line,
@@ -293,6 +294,22 @@ def test_the_actuator_publishes_every_body_and_the_attributes(sns_sqs: tuple[Any
     assert structured["sms"].startswith("action needed: Node quarantined: node node0007 (gpu-training).")
     assert sent["subject"] == "[gpu-recovery] node quarantined: node node0007 (gpu-training)"
     assert result["message_id"] and result["chat_message_id"]
+
+
+def test_a_message_without_a_severity_gets_its_kinds(sns_sqs: tuple[Any, Any]) -> None:
+    sns, sqs = sns_sqs
+    # GIVEN a pager subscribed to pages only, and the message of a job_failed as the policy writes it today
+    topic = sns.create_topic(Name="gpu-recovery-notifications")["TopicArn"]
+    pager = subscribe_queue(sns, sqs, topic, "pager", PAGES_ONLY)
+    message = quarantined(kind="job_failed").model_dump(mode="json", exclude={"severity", "title", "test"})
+    # WHEN the actuator publishes it
+    actuator = AwsActuator(AwsClients(load_settings()), cluster=CLUSTER, topic_arn=topic)
+    actuator.execute(Action(type="Publish", target="notifications", params={"subject": "s", "message": message}), "k")
+    # THEN it is a page (NOTICE_SEVERITY), and the pager gets it
+    (paged,) = received(sqs, pager)
+    assert json.loads(paged["Body"])["severity"] == "page"
+    assert notice_of({**message, "kind": "something_new"}).severity == "action_needed"
+    assert notice_of({**message, "severity": "info"}).severity == "info"  # a severity given is kept
 
 
 def test_without_a_chat_topic_one_message_goes_to_the_topic(sns_sqs: tuple[Any, Any]) -> None:
