@@ -16,7 +16,8 @@ WRITTEN_BY = {
     "NodeStateChanged": "the recovery consumer, at every step of a node's repair",
     "JobStateChanged": "the recovery consumer, at every step of a job's recovery",
     "DeadlineExpired": "the recovery consumer, when a deadline it set passes",
-    "NotificationSent": "the recovery consumer, after publishing to the SNS topic",
+    "NotificationSent": "the recovery consumer, with its publish to the SNS topic; `gpu-recovery notify test` "
+    "(`message.test` true) to check the routing",
     "RecordParked": "any consumer, when it parks a record it cannot read",
     "GpuHealthSignal": "the node watcher (`gpu-recovery healthcheck --watch`) on a GPU node",
 }
@@ -106,7 +107,8 @@ NOTES = {
     "NotificationSent.kind": "What happened: `job_failed`, `node_quarantined`, `node_replaced`, "
     "`budget_exhausted`, `breaker_open`, `deadline_expired`, `escalation`, `waiting_capacity`, ...",
     "NotificationSent.subject": "The SNS subject line.",
-    "NotificationSent.message": "The structured JSON message that was published.",
+    "NotificationSent.message": "The notice that was published: the `default` body of the SNS message, also "
+    "rendered as email, SMS and chat (docs/notifications.md).",
     "RecordParked.consumer": "The consumer that parked it (`projector`, `recovery`).",
     "RecordParked.shard_id": "Where the record is: shard ...",
     "RecordParked.sequence_number": "... and sequence number (the raw bytes are in the parked-records table).",

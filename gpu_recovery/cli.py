@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from gpu_recovery.commands.common import log_level
 
 # Each entry is a module in gpu_recovery/commands with register(subparsers) and a run(args) handler.
-COMMANDS = ("demo", "schema", "healthcheck", "replay", "audit", "consume", "local_stack", "tail", "report")
+COMMANDS = ("demo", "schema", "healthcheck", "replay", "audit", "consume", "local_stack", "tail", "report",
+            "notify")
 
 
 def build_parser() -> argparse.ArgumentParser:

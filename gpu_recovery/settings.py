@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         "GPU recovery", min_length=1, max_length=100,
         validation_alias=AliasChoices("SNS_TOPIC_DISPLAY_NAME", "sns_topic_display_name")
     )
+    # A second topic for Amazon Q Developer in chat applications (Slack, Teams): it gets the chat card
+    # (docs/notifications.md). Unset: no chat topic, nothing published for chat.
+    sns_chat_topic_name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,256}$", validation_alias=AliasChoices(
+        "GPU_RECOVERY_SNS_CHAT_TOPIC_NAME", "sns_chat_topic_name"))
 
     # --- recovery policy (DESIGN section 5) ------------------------------------------------------
     max_job_restarts: int = Field(3, ge=0, le=20, validation_alias=AliasChoices(

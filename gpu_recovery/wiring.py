@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumers.adapters.actuators import AwsActuator
+from consumers.adapters.sns_message import sibling_topic_arn
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis import KinesisStreamWriter
 from consumers.adapters.ledger import DynamoLedger
@@ -124,7 +125,8 @@ def build_recovery(
     store = DynamoRecoveryStore(dynamodb, settings.recovery_table, retention_days=settings.ttl_days)
     key = store.check_key()
     actuator = AwsActuator(clients.client, cluster=settings.cluster_name, topic_arn=topic_arn(settings),
-                           check_key=key)
+                           check_key=key, chat_topic_arn=sibling_topic_arn(topic_arn(settings),
+                                                                           settings.sns_chat_topic_name))
     return RecoveryConsumer(
         replace(policy_config(settings), secret_key=key),
         store,

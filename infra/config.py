@@ -31,6 +31,9 @@ LOG_RETENTION_DAYS = frozenset(
 _ENV_OVERRIDES = {"account": "CDK_DEPLOY_ACCOUNT", "region": "CDK_DEPLOY_REGION"}
 
 _EMAIL = r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$"
+# AWS::Chatbot::*ChannelConfiguration's own patterns for the ids.
+_UUID = r"^[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}$"
+_TEAMS_CHANNEL = r"^([a-zA-Z0-9-_=+/.,])*%3[aA]([a-zA-Z0-9-_=+/.,])*%40([a-zA-Z0-9-_=+/.,])*$"
 _ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
 
 
@@ -79,6 +82,15 @@ class InfraConfig(BaseModel):
     iterator_age_alarm_seconds: int = Field(300, ge=60, le=86_400)
     open_incidents_alarm_threshold: int = Field(3, ge=1)
 
+    # --- chat: Amazon Q Developer in chat applications (off unless a channel's ids are given) ----
+    # docs/notifications.md says where to find them. Slack: workspace (team) id and channel id.
+    slack_workspace_id: str | None = Field(None, pattern=r"^[0-9A-Z]{1,255}$")
+    slack_channel_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]{1,256}$")
+    # Microsoft Teams: the team id, the channel id (URL-encoded, as in the channel's link) and the tenant id.
+    teams_team_id: str | None = Field(None, pattern=_UUID)
+    teams_channel_id: str | None = Field(None, max_length=256, pattern=_TEAMS_CHANNEL)
+    teams_tenant_id: str | None = Field(None, pattern=_UUID)
+
     @field_validator(
         "notification_emails", "job_task_role_arns", "vpc_subnet_ids", "vpc_availability_zones", mode="before"
     )
@@ -122,6 +134,20 @@ class InfraConfig(BaseModel):
         if len(self.vpc_subnet_ids) != len(self.vpc_availability_zones):
             raise ValueError("vpc_subnet_ids and vpc_availability_zones must have the same length")
         return self
+
+    @model_validator(mode="after")
+    def _chat_complete(self) -> InfraConfig:
+        for names in (("slack_workspace_id", "slack_channel_id"),
+                      ("teams_team_id", "teams_channel_id", "teams_tenant_id")):
+            given = [getattr(self, name) is not None for name in names]
+            if any(given) and not all(given):
+                raise ValueError(f"{', '.join(names)} go together (one chat channel); leave all unset for no chat")
+        return self
+
+    @property
+    def chat_enabled(self) -> bool:
+        """A Slack or Teams channel is configured."""
+        return self.slack_channel_id is not None or self.teams_channel_id is not None
 
 
 def _each_matches(values: tuple[str, ...], pattern: str, what: str) -> tuple[str, ...]:

@@ -30,7 +30,8 @@ def custom_metric(name: str, statistic: str) -> cloudwatch.Metric:
 class Operations(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, stream: kinesis.Stream,
                  dead_letter_queue: sqs.IQueue, topic: sns.ITopic, services: dict[str, ecs.FargateService],
-                 desired_counts: dict[str, int], config: InfraConfig, name_prefix: str) -> None:
+                 desired_counts: dict[str, int], config: InfraConfig, name_prefix: str,
+                 chat_topic: sns.ITopic | None = None) -> None:
         super().__init__(scope, construct_id)
         iterator_age = stream.metric_get_records_iterator_age_milliseconds(
             statistic="Maximum", period=Duration.minutes(1)
@@ -53,9 +54,11 @@ class Operations(Construct):
         for name, service in services.items():
             if desired_counts.get(name, 0) > 0:
                 self.alarms.append(self._consumer_down(name, service))
+        # The chat topic too: Amazon Q Developer in chat applications renders CloudWatch alarms natively.
         for alarm in self.alarms:
-            alarm.add_alarm_action(actions.SnsAction(topic))
-            alarm.add_ok_action(actions.SnsAction(topic))
+            for target in (topic, *([chat_topic] if chat_topic else [])):
+                alarm.add_alarm_action(actions.SnsAction(target))
+                alarm.add_ok_action(actions.SnsAction(target))
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{name_prefix}-operations")
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Stream in", left=[stream.metric_incoming_records(period=PERIOD)]),

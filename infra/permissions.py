@@ -74,6 +74,8 @@ class ActionScope:
     cluster_arn: str
     health_check_family: str
     topic_arn: str
+    # The chat topic (Amazon Q Developer in chat applications), when there is one.
+    chat_topic_arn: str | None = None
     pass_role_arns: list[str]
     # Restart only these task definition families: required, so a restart can never start an arbitrary
     # task definition, even in our cluster.
@@ -97,7 +99,8 @@ def recovery_action_statements(scope: ActionScope) -> list[iam.PolicyStatement]:
     return [
         *_ecs_statements(scope),
         *_node_statements(scope),
-        iam.PolicyStatement(sid="NotifyOurTopic", actions=["sns:Publish"], resources=[scope.topic_arn]),
+        iam.PolicyStatement(sid="NotifyOurTopic", actions=["sns:Publish"],
+                            resources=[scope.topic_arn, *([scope.chat_topic_arn] if scope.chat_topic_arn else [])]),
         iam.PolicyStatement(
             sid="PassJobAndHealthCheckRoles",
             actions=["iam:PassRole"],

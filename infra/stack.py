@@ -24,7 +24,7 @@ from infra.health_check import HealthCheck
 from infra.images import CONSUMER_DOCKERFILE, HEALTH_CHECK_DOCKERFILE, REPO_ROOT, container_image
 from infra.ingest import Ingest
 from infra.network import Network
-from infra.notifications import Notifications
+from infra.notifications import Notifications, chat_topic_name
 from infra.operations import Operations
 from infra.permissions import METRIC_NAMESPACE, ActionScope, Arns, recovery_action_statements
 from infra.stream import EventStream
@@ -47,9 +47,11 @@ class GpuRecoveryStack(Stack):
         # The GPU cluster lives in this account and region (EventBridge rules see no other).
         self.cluster_arn = arns.of("ecs", f"cluster/{settings.cluster_name}")
         log_retention = retention_days(config.log_retention_days)
-        environment = settings_environment(
-            settings, overrides={"region": self.region, "account_id": self.account}
-        )
+        chat_topic = chat_topic_name(settings, config)
+        environment = settings_environment(settings, overrides={
+            "region": self.region, "account_id": self.account,
+            **({"sns_chat_topic_name": chat_topic} if chat_topic else {}),
+        })
 
         key = Encryption(self, "Encryption", alias=f"alias/{prefix}").key
         self.stream = EventStream(self, "Stream", stream_name=settings.stream_name,
@@ -57,9 +59,11 @@ class GpuRecoveryStack(Stack):
         self.ingest = Ingest(self, "Ingest", cluster_arn=self.cluster_arn, stream=self.stream, key=key,
                              name_prefix=prefix)
         self.tables = Tables(self, "Tables", names=settings.table_names(), key=key)
-        self.topic = Notifications(self, "Notifications", topic_name=settings.sns_topic_name,
-                                   display_name=settings.sns_topic_display_name,
-                                   emails=config.notification_emails, key=key).topic
+        self.notifications = Notifications(self, "Notifications", topic_name=settings.sns_topic_name,
+                                           display_name=settings.sns_topic_display_name,
+                                           emails=config.notification_emails, key=key,
+                                           chat_topic_name=chat_topic, config=config)
+        self.topic = self.notifications.topic
         self.health_check = HealthCheck(
             self, "HealthCheck", family=settings.health_check_task,
             image=container_image(configured=config.health_check_image, source_root=source_root,
@@ -87,7 +91,7 @@ class GpuRecoveryStack(Stack):
         self.archive = Archive(self, "Archive", stream=self.stream, key=key, config=config,
                                log_retention=log_retention)
         Operations(self, "Operations", stream=self.stream, dead_letter_queue=self.ingest.dead_letter_queue,
-                   topic=self.topic, services=self.consumers.services,
+                   topic=self.topic, chat_topic=self.notifications.chat_topic, services=self.consumers.services,
                    desired_counts={spec.name: spec.desired_count for spec in specs}, config=config,
                    name_prefix=prefix)
         nag.suppress(self)
@@ -111,6 +115,7 @@ class GpuRecoveryStack(Stack):
         scope = ActionScope(
             arns=arns, cluster_name=settings.cluster_name, cluster_arn=self.cluster_arn,
             health_check_family=settings.health_check_task, topic_arn=self.topic.topic_arn,
+            chat_topic_arn=self.notifications.chat_topic.topic_arn if self.notifications.chat_topic else None,
             pass_role_arns=passed, job_families=list(settings.gpu_task_families),
             replace_instances=settings.replace_instances,
         )

@@ -1,4 +1,4 @@
-"""Create what the CDK stack would create, on a local endpoint: stream, tables, topic, cluster."""
+"""Create what the CDK stack would create, on a local endpoint: stream, tables, topics, cluster."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ class Provisioned:
     stream_name: str
     topic_arn: str
     cluster_arn: str
+    chat_topic_arn: str | None = None
 
 
 def provision(clients: AwsClients) -> Provisioned:
@@ -26,5 +27,8 @@ def provision(clients: AwsClients) -> Provisioned:
     topic = clients.client("sns").create_topic(
         Name=settings.sns_topic_name, Attributes={"DisplayName": settings.sns_topic_display_name}
     )
+    chat_topic = None
+    if settings.sns_chat_topic_name:  # the topic Amazon Q Developer in chat applications would read
+        chat_topic = clients.client("sns").create_topic(Name=settings.sns_chat_topic_name)["TopicArn"]
     cluster = clients.client("ecs").create_cluster(clusterName=settings.cluster_name)
-    return Provisioned(settings.stream_name, topic["TopicArn"], cluster["cluster"]["clusterArn"])
+    return Provisioned(settings.stream_name, topic["TopicArn"], cluster["cluster"]["clusterArn"], chat_topic)

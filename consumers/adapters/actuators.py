@@ -24,6 +24,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from consumers.adapters.sns_message import publish_requests
 from consumers.core.ports import ActionResult
 from events_schema.commands import (
     RESTART_TAG,
@@ -151,13 +152,13 @@ class AwsActuator:
     # --- people ---------------------------------------------------------------------------------
 
     def _publish(self, command: Publish, key: str) -> dict[str, Any]:
-        """At least once: a retry after an unknown result may send a message twice (SNS has no dedup for
-        standard topics); subscribers can drop repeats by the ``idempotency_key`` attribute."""
-        from consumers.adapters.sns_message import publish_request  # the renderer
-
-        request = publish_request(command.notice, idempotency_key=key)
-        response = self._client("sns").publish(TopicArn=self._topic_arn, **request)
-        return {"message_id": response["MessageId"]}
+        """At least once: a retry after an unknown result may send a message twice (SNS standard topics
+        do not deduplicate). The main topic gets JSON, email and SMS bodies; the chat topic, when one is
+        configured, the chat card (consumers/adapters/sns_message.py)."""
+        requests = publish_requests(command.notice, topic_arn=self._topic_arn, subject=command.subject,
+                                    chat_topic_arn=self._chat_topic_arn)
+        ids = [self._client("sns").publish(**request)["MessageId"] for request in requests]
+        return {"message_id": ids[0], **({"chat_message_id": ids[1]} if len(ids) > 1 else {})}
 
 
 class _Refused(Exception):

@@ -48,6 +48,12 @@ TURNED_CONTEXT: dict[str, Any] = {
     "vpc_availability_zones": "eu-west-1a,eu-west-1b",
     "consumer_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/gpu-recovery-consumer:1.0",
     "health_check_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/gpu-recovery-healthcheck:1.0",
+    # Amazon Q Developer in chat applications: a Slack and a Teams channel (ids in their documented forms).
+    "slack_workspace_id": "T0123ABCD",
+    "slack_channel_id": "C0123ABCDEF",
+    "teams_team_id": "12345678-90ab-cdef-1234-567890abcdef",
+    "teams_channel_id": "19%3aab12cd34ef56ab12cd34ef56ab12cd34%40thread.tacv2",
+    "teams_tenant_id": "abcdef12-3456-7890-abcd-ef1234567890",
 }
 
 
