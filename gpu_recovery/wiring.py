@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumers.adapters.actuators import AwsActuator
-from consumers.adapters.sns_message import sibling_topic_arn
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore
 from consumers.adapters.kinesis import KinesisStreamWriter
 from consumers.adapters.ledger import DynamoLedger
 from consumers.adapters.metrics import CloudWatchMetrics, Metrics, NullMetrics
 from consumers.adapters.recovery_store import DynamoRecoveryStore
+from consumers.adapters.sns_message import sibling_topic_arn
 from consumers.core.facts import IdentityRules, IdentitySource
 from consumers.core.recovery.config import PolicyConfig
 from consumers.projector import Projector

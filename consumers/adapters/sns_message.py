@@ -21,7 +21,7 @@ import hashlib
 import json
 import unicodedata
 from collections.abc import Iterable, Mapping
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from events_schema.events import NOTICE_SEVERITY, Notice, NotificationSent
 
@@ -42,9 +42,10 @@ SEVERITY_EMOJI = {"page": ":rotating_light:", "action_needed": ":warning:", "inf
 SEVERITY_WORDS = {"page": "PAGE", "action_needed": "action needed", "info": "info"}
 
 
-class MessageAttribute(TypedDict):
-    DataType: str
-    StringValue: str
+if TYPE_CHECKING:  # SNS's MessageAttributeValue, as boto3 takes it (the stubs are a dev dependency)
+    from mypy_boto3_sns.type_defs import MessageAttributeValueTypeDef as MessageAttribute
+else:
+    MessageAttribute = dict
 
 
 class PublishRequest(TypedDict):
