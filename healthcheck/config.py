@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.core.errors import ConfigError
@@ -45,6 +45,13 @@ class AgentConfig(BaseSettings):
     kill_grace_s: float = _env(10.0, "GPU_RECOVERY_KILL_GRACE_S", "kill_grace_s", ge=0)
     stdout_only: bool = _env(False, "GPU_RECOVERY_STDOUT_ONLY", "stdout_only")
     put_attempts: int = _env(5, "GPU_RECOVERY_PUT_ATTEMPTS", "put_attempts", ge=1, le=20)
+    # The check attempt this run answers, and the secret that signs its report (both from the StartTask
+    # overrides recovery sends). The secret is never printed or logged; without it the report has no proof.
+    check_key: str | None = _env(None, "GPU_RECOVERY_CHECK_KEY", "check_key", min_length=1)
+    check_secret: SecretStr | None = _env(None, "GPU_RECOVERY_CHECK_SECRET", "check_secret")
+    # The node watcher (--watch): how often to ask dcgmi health, and how long an XID on a GPU stays one signal.
+    watch_interval_s: float = _env(300.0, "GPU_RECOVERY_WATCH_INTERVAL_S", "watch_interval_s", ge=1, le=86_400)
+    watch_xid_repeat_s: float = _env(3600.0, "GPU_RECOVERY_WATCH_XID_REPEAT_S", "watch_xid_repeat_s", ge=0)
 
 
 ENV_VARS = {
@@ -52,6 +59,9 @@ ENV_VARS = {
     for name, field in AgentConfig.model_fields.items()
     if isinstance(field.validation_alias, AliasChoices)
 }
+
+
+_SECRET_FIELDS = frozenset({"check_secret"})
 
 
 def load_config(**overrides: Any) -> AgentConfig:
@@ -64,11 +74,13 @@ def load_config(**overrides: Any) -> AgentConfig:
 
 
 def _explain(exc: ValidationError) -> str:
-    lines = ["invalid health-check configuration:"]
+    """One line (the CLI prints it after "gpu-recovery: "): what is wrong, where it came from, how to fix it."""
+    parts = []
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "?"
         field = next((f for f, env in ENV_VARS.items() if name in (f, env)), name)
         env = ENV_VARS.get(field)
         where = f" (--{field.replace('_', '-')} or {env})" if env else ""
-        lines.append(f"  {field}{where}: {error['msg']}; got {error.get('input')!r}.")
-    return "\n".join(lines)
+        got = "" if field in _SECRET_FIELDS else f", got {error.get('input')!r}"
+        parts.append(f"health-check setting {field}{where}: {error['msg']}{got}")
+    return "error: " + "; ".join(parts) + " (fix the flag or the environment variable)"
