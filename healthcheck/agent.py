@@ -1,7 +1,8 @@
 """Run the probes, decide, report: stdout always, the stream unless ``stdout_only``; return the exit code.
 
 Putting the record is retried with backoff; when it still fails the agent exits with the verdict's code
-anyway, so the ECS exit code remains a fallback signal (0 node usable, 1 node needs repair, 2 unknown).
+anyway, so the ECS exit code remains a fallback signal (0 node usable, 1 node needs repair, 2 unknown,
+3 a setting to change).
 """
 
 from __future__ import annotations
