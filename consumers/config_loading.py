@@ -74,7 +74,7 @@ def _fix(flag: list[str], variables: list[str]) -> str | None:
 
 
 def load_model(model: type[Model], overrides: Mapping[str, Any], *, title: str,
-               describe: Describe | None = None) -> Model:
+               describe: Describe | None = None, hidden: frozenset[str] = frozenset()) -> Model:
     """Build ``model`` from explicit values (None means "not given"), then its own sources, then defaults.
 
     Raises ConfigError with one explained line per problem.
@@ -83,11 +83,13 @@ def load_model(model: type[Model], overrides: Mapping[str, Any], *, title: str,
     try:
         return model(**given)
     except ValidationError as exc:
-        raise ConfigError(explain(exc, title=title, describe=describe or environment_help(model))) from None
+        raise ConfigError(explain(exc, title=title, describe=describe or environment_help(model),
+                                  hidden=hidden)) from None
 
 
-def explain(exc: ValidationError, *, title: str, describe: Describe) -> str:
-    """The errors of one validation, one setting per line, each with its fix."""
+def explain(exc: ValidationError, *, title: str, describe: Describe, hidden: frozenset[str] = frozenset()) -> str:
+    """The errors of one validation, one setting per line, each with its fix; ``hidden``: fields whose
+    value is a secret, never shown."""
     lines = [f"{title}:"]
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else ""
@@ -97,7 +99,8 @@ def explain(exc: ValidationError, *, title: str, describe: Describe) -> str:
         help_ = describe(name)
         label = help_.name if help_ else name
         where = f" ({help_.where})" if help_ and help_.where else ""
-        lines.append(f"  setting {label}{where}: {_message(error)}{_shown(error)}.")
+        shown = "" if label in hidden or name in hidden else _shown(error)
+        lines.append(f"  setting {label}{where}: {_message(error)}{shown}.")
         if help_ and help_.fix:
             lines.append(f"    fix: {help_.fix}")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Run the probes, decide, report: stdout always, the stream unless ``stdout_only``; return the exit code.
 
 Putting the record is retried with backoff; when it still fails the agent exits with the verdict's code
-anyway, so the ECS exit code remains a fallback signal (0 node usable, 1 node needs repair, 2 unknown).
+anyway, so the ECS exit code remains a fallback signal (0 node usable, 1 node needs repair, 2 unknown,
+3 a setting to change).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TextIO
 
 from consumers.core.ports import StreamWriter
@@ -36,6 +37,8 @@ class Probes:
     sleep: Callable[[float], None]
     now: Callable[[], datetime]
     monotonic: Callable[[], float]
+    # The zone of the kernel log's local-time stamps (dmesg -T, syslog): the node's own.
+    local_tz: tzinfo = UTC
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,8 @@ class Outcome:
         return self.verdict.exit_code
 
 
-def gather(config: AgentConfig, probes: Probes) -> tuple[Findings, dict[str, float]]:
+def gather(config: AgentConfig, probes: Probes, *, boot_time: datetime | None = None,
+           ) -> tuple[Findings, dict[str, float]]:
     durations: dict[str, float] = {}
     timeout = config.diag_timeout_s or dcgm.DEFAULT_DIAG_TIMEOUT_S[config.level]
     diag, durations["dcgm_diag"] = dcgm.run_diag(config.dcgmi, config.level, timeout_s=timeout,
@@ -65,10 +69,12 @@ def gather(config: AgentConfig, probes: Probes) -> tuple[Findings, dict[str, flo
     durations["nvml"] = probes.monotonic() - started
     started = probes.monotonic()
     since = config.since - timedelta(seconds=config.since_margin_s) if config.since else None
+    # Only this boot's messages, and none older than the look-back before the fault time.
+    window = kernel_log.Window(since, boot_time, probes.now(), probes.local_tz)
     if config.kernel_log is not None:
-        xids = kernel_log.read_file(config.kernel_log, since=since)
+        xids = kernel_log.read_file(config.kernel_log, since=since, window=window)
     else:
-        xids = kernel_log.read_kernel(since=since, runner=probes.runner)
+        xids = kernel_log.read_kernel(since=since, runner=probes.runner, window=window)
     durations["kernel_log"] = probes.monotonic() - started
     return Findings(config.level, config.expected_gpus, diag, health, nvml_outcome, xids), durations
 
@@ -82,7 +88,7 @@ def run_check(
     out: TextIO,
 ) -> Outcome:
     started = probes.monotonic()
-    findings, durations = gather(config, probes)
+    findings, durations = gather(config, probes, boot_time=identity.boot_time)
     verdict = decide(findings)
     durations["total"] = probes.monotonic() - started
     envelope = build_event(findings, verdict, identity, durations_s=durations, now=probes.now(),

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.config_loading import environment_help, load_model
@@ -45,6 +45,13 @@ class AgentConfig(BaseSettings):
     kill_grace_s: float = _env(10.0, "GPU_RECOVERY_KILL_GRACE_S", "kill_grace_s", ge=0)
     stdout_only: bool = _env(False, "GPU_RECOVERY_STDOUT_ONLY", "stdout_only")
     put_attempts: int = _env(5, "GPU_RECOVERY_PUT_ATTEMPTS", "put_attempts", ge=1, le=20)
+    # The check attempt this run answers, and the secret that signs its report (both from the StartTask
+    # overrides recovery sends). The secret is never printed or logged; without it the report has no proof.
+    check_key: str | None = _env(None, "GPU_RECOVERY_CHECK_KEY", "check_key", min_length=1)
+    check_secret: SecretStr | None = _env(None, "GPU_RECOVERY_CHECK_SECRET", "check_secret")
+    # The node watcher (--watch): how often to ask dcgmi health, and how long an XID on a GPU stays one signal.
+    watch_interval_s: float = _env(300.0, "GPU_RECOVERY_WATCH_INTERVAL_S", "watch_interval_s", ge=1, le=86_400)
+    watch_xid_repeat_s: float = _env(3600.0, "GPU_RECOVERY_WATCH_XID_REPEAT_S", "watch_xid_repeat_s", ge=0)
 
 
 ENV_VARS = {
@@ -54,7 +61,10 @@ ENV_VARS = {
 }
 
 
+_SECRET_FIELDS = frozenset({"check_secret"})
+
+
 def load_config(**overrides: Any) -> AgentConfig:
     """Explicit values (None means "not given"), then the environment, then defaults."""
     return load_model(AgentConfig, overrides, title="invalid health-check configuration",
-                      describe=environment_help(AgentConfig, options=True))
+                      describe=environment_help(AgentConfig, options=True), hidden=_SECRET_FIELDS)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-ResultStatus = Literal["pass", "fail", "warn", "skip"]
+# "not_run": the document names the test but it did not run on that GPU (or at all, for a test-wide result).
+ResultStatus = Literal["pass", "fail", "warn", "skip", "not_run"]
 
 # dcgmErrorSeverity_t in DCGM 4's dcgm_errors.h.
 SEVERITY_NONE, SEVERITY_MONITOR, SEVERITY_ISOLATE = 0, 1, 2
@@ -51,6 +52,11 @@ class DiagResult:
     gpu: int | None
     status: ResultStatus
     errors: tuple[DiagError, ...] = ()
+    # DCGM 3's deployment checks ("Persistence Mode", ...) all count as the test "software"; this keeps the name.
+    subtest: str | None = None
+
+
+DiagFormat = Literal["dcgm4", "dcgm3"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,8 @@ class DiagReport:
     gpu_ids: tuple[int, ...]
     results: tuple[DiagResult, ...]
     gpu_serials: dict[int, str] = field(default_factory=dict)
+    # Which document family it was read from: "DCGM Diagnostic" (4.x) or "DCGM GPU Diagnostic" (3.x and older).
+    format: DiagFormat = "dcgm4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +109,39 @@ class NvmlReport:
     gpus: tuple[GpuNvml, ...]
 
 
+KernelEventKind = Literal["xid", "sxid", "fell_off_bus", "rm_init_failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class KernelEvent:
+    """One driver message from the kernel log, as the driver wrote it.
+
+    ``device`` is the PCI address ('0000:3b:00'); ``gpu_instance`` the MIG GPU instance (``GPU-I:05``);
+    ``registers`` the seven NVLink error registers an XID 74 line carries; ``fatal`` an SXid's class.
+    """
+
+    kind: KernelEventKind
+    code: int | None = None
+    device: str | None = None
+    gpu_instance: int | None = None
+    link: int | None = None
+    registers: tuple[int, ...] = ()
+    fatal: bool | None = None
+    text: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class XidReport:
-    """XIDs seen in the kernel log since the fault time: xid -> count, and which PCI devices raised them."""
+    """XIDs seen in the kernel log since the fault time: xid -> count, and which PCI devices raised them.
+
+    ``events`` holds every driver message found (XIDs with their details, NVSwitch SXids, a GPU that fell
+    off the bus or failed to initialise without an XID); ``counts`` and ``devices`` summarise the XIDs.
+    """
 
     counts: dict[int, int]
     source: str
     devices: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    events: tuple[KernelEvent, ...] = ()
 
 
 DiagOutcome = DiagReport | Inconclusive

@@ -1,6 +1,9 @@
 """Who is reporting: node ARN, EC2 instance id, the check task's ARN. Explicit values win; otherwise ask
 the ECS task metadata endpoint, the ECS agent's introspection API (reachable with host networking, as the
 DCGM task runs) and IMDSv2, each with a short timeout. Lookups happen only inside an ECS task.
+
+Also what the report must prove: the check attempt it answers (``check_key``), the secret recovery gave
+that attempt (never printed, never logged: it signs the report), and the host's boot time.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,10 @@ class Identity:
     instance_id: str | None
     check_task_arn: str | None
     incident_id: str | None
+    check_key: str | None = None
+    # Kept out of repr so that no log line or traceback can show it.
+    secret: str | None = field(default=None, repr=False)
+    boot_time: datetime | None = None
 
 
 def resolve(
@@ -40,6 +48,9 @@ def resolve(
     environ: Mapping[str, str],
     fetch: Fetch | None = None,
     timeout_s: float = 2.0,
+    check_key: str | None = None,
+    secret: str | None = None,
+    boot_time: datetime | None = None,
 ) -> Identity:
     get = fetch or http_fetch
     metadata_uri = environ.get(METADATA_ENV)
@@ -53,7 +64,7 @@ def resolve(
     if node_arn is None:
         node_arn = f"unknown-node:{socket.gethostname()}"
         log.warning("node ARN unknown (set GPU_RECOVERY_NODE_ARN); reporting as %s", node_arn)
-    return Identity(node_arn, instance_id, check_task_arn, incident_id)
+    return Identity(node_arn, instance_id, check_task_arn, incident_id, check_key, secret, boot_time)
 
 
 def _imds_instance_id(get: Fetch, timeout_s: float) -> str | None:

@@ -66,6 +66,9 @@ class InfraConfig(BaseModel):
     # healthcheck/Dockerfile at deploy time.
     consumer_image: str | None = Field(None, min_length=1)
     health_check_image: str | None = Field(None, min_length=1)
+    # The node watcher (`gpu-recovery healthcheck --watch`) as an ECS daemon service on the GPU cluster's
+    # nodes (infra/node_watcher.py); off by default.
+    node_watcher: bool = False
     # Roles the training jobs' task definitions name (task and execution roles): restarting a task
     # passes them to ECS, so the recovery consumer needs iam:PassRole on exactly these.
     job_task_role_arns: tuple[str, ...] = ()

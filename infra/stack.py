@@ -24,6 +24,7 @@ from infra.health_check import HealthCheck
 from infra.images import CONSUMER_DOCKERFILE, HEALTH_CHECK_DOCKERFILE, REPO_ROOT, container_image
 from infra.ingest import Ingest
 from infra.network import Network
+from infra.node_watcher import NodeWatcher
 from infra.notifications import Notifications, chat_topic_name
 from infra.operations import Operations
 from infra.permissions import METRIC_NAMESPACE, ActionScope, Arns, recovery_action_statements
@@ -64,14 +65,19 @@ class GpuRecoveryStack(Stack):
                                            emails=config.notification_emails, key=key,
                                            chat_topic_name=chat_topic, config=config)
         self.topic = self.notifications.topic
+        health_image = container_image(configured=config.health_check_image, source_root=source_root,
+                                       dockerfile=HEALTH_CHECK_DOCKERFILE, setting="health_check_image")
         self.health_check = HealthCheck(
-            self, "HealthCheck", family=settings.health_check_task,
-            image=container_image(configured=config.health_check_image, source_root=source_root,
-                                  dockerfile=HEALTH_CHECK_DOCKERFILE, setting="health_check_image"),
+            self, "HealthCheck", family=settings.health_check_task, image=health_image,
             stream=self.stream, key=key, gpus=config.health_check_gpus,
             environment={name: environment[name] for name in ("GPU_RECOVERY_STREAM_NAME", "GPU_RECOVERY_REGION")},
             log_retention=log_retention,
         )
+        # The node watcher (same image, `--watch`): a daemon on every GPU node, only when asked for.
+        self.node_watcher = NodeWatcher(
+            self, "NodeWatcher", cluster_name=settings.cluster_name, image=health_image, stream=self.stream,
+            key=key, stream_name=settings.stream_name, name_prefix=prefix, log_retention=log_retention,
+        ) if config.node_watcher else None
         network = Network(self, "Network", config=config, key=key, log_retention=log_retention)
         specs = [
             ConsumerSpec(construct_id="Projector", name="projector", application=PROJECTOR_APP,

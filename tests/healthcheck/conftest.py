@@ -61,6 +61,7 @@ def check(dcgmi_calls: Callable[[], list[list[str]]], monkeypatch: pytest.Monkey
         nvml: FakeNvml | None = None,
         kernel: str = "clean.log",
         writer: Callable[[], StreamWriter] | None = None,
+        identity: dict[str, Any] | None = None,
         **settings: Any,
     ) -> Run:
         monkeypatch.setenv("FAKE_DCGMI_SCENARIO", scenario)
@@ -70,9 +71,9 @@ def check(dcgmi_calls: Callable[[], list[list[str]]], monkeypatch: pytest.Monkey
         sleeps: list[float] = []
         probes = Probes(runner=SubprocessRunner(grace_s=config.kill_grace_s), nvml=nvml or FakeNvml(),
                         sleep=sleeps.append, now=lambda: NOW, monotonic=time.monotonic)
-        identity = Identity(NODE_ARN, "i-0123456789abcdef0", TASK_ARN, config.incident_id)
+        who = Identity(NODE_ARN, "i-0123456789abcdef0", TASK_ARN, config.incident_id, **(identity or {}))
         out = io.StringIO()
-        outcome = run_check(config, probes, identity, writer=writer, out=out)
+        outcome = run_check(config, probes, who, writer=writer, out=out)
         event = decode(out.getvalue())
         assert isinstance(event, OurEvent)
         return Run(outcome, out.getvalue(), event, [s for s in sleeps if s > 0])

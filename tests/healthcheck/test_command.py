@@ -15,7 +15,7 @@ from events_schema.decode import decode
 from events_schema.envelope import OurEvent
 from events_schema.events import HealthCheckReported
 from gpu_recovery.cli import main
-from tests.healthcheck.fakes import KERNEL, NODE_ARN, FakeNvml
+from tests.healthcheck.fakes import KERNEL, NODE_ARN, FakeDevice, FakeNvml
 
 
 def printed_event(out: str) -> HealthCheckReported:
@@ -83,3 +83,39 @@ def test_bad_level_in_the_environment_is_a_config_error_naming_the_variable(
     monkeypatch.setenv("GPU_RECOVERY_CHECK_LEVEL", "9")
     assert main(["healthcheck", "--stdout-only"]) == 2
     assert "GPU_RECOVERY_CHECK_LEVEL" in capsys.readouterr().err
+
+
+def test_the_check_key_and_secret_from_the_overrides_sign_the_report_and_the_secret_stays_hidden(
+    task_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from events_schema.proof import check_secret, verify_report
+
+    # GIVEN the check key and secret recovery passes in the StartTask overrides
+    secret = check_secret(b"recovery-key", "inc-42:check:1")
+    monkeypatch.setenv("GPU_RECOVERY_CHECK_KEY", "inc-42:check:1")
+    monkeypatch.setenv("GPU_RECOVERY_CHECK_SECRET", secret)
+    # WHEN the check runs
+    main(["healthcheck", "--stdout-only"])
+    out, err = capsys.readouterr()
+    # THEN the printed report carries the key and a proof that verifies; the secret is nowhere in the output
+    event = decode(out.strip().splitlines()[-1])
+    assert isinstance(event, OurEvent) and isinstance(event.data, HealthCheckReported)
+    assert event.data.check_key == "inc-42:check:1" and verify_report(secret, event.envelope.data)
+    assert secret not in out and secret not in err
+    # AND the host's boot time is reported (this machine's /proc/stat)
+    assert event.data.boot_time is not None
+
+
+def test_a_configuration_fault_exits_3_never_1(
+    task_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the GB10 whose level-1 diag fails for persistence mode off (DCGM severity CONFIG)
+    monkeypatch.setenv("FAKE_DCGMI_SCENARIO", "gb10_persistence_mode_off")
+    monkeypatch.setenv("GPU_RECOVERY_EXPECTED_GPUS", "1")
+    monkeypatch.setattr("healthcheck.nvml.PynvmlApi", lambda: FakeNvml(devices=[FakeDevice(0)]))
+    # WHEN checked
+    code = main(["healthcheck", "--stdout-only"])
+    # THEN misconfigured, reconfigure, exit 3: a reader of the exit code alone does not reboot
+    report = printed_event(capsys.readouterr().out)
+    assert code == 3 and (report.verdict, report.recommended_action) == ("misconfigured", "reconfigure")
+    assert "nvidia-smi -pm 1" in report.fix

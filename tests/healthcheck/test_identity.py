@@ -58,3 +58,17 @@ def test_ecs_anywhere_without_imds_or_unreadable_answers_leaves_gaps() -> None:
     who = resolve(node_arn=NODE_ARN, instance_id=None, check_task_arn=None, incident_id=None,
                   environ={"ECS_CONTAINER_METADATA_URI_V4": METADATA}, fetch=fetch)
     assert (who.check_task_arn, who.instance_id) == (None, None)
+
+
+def test_the_check_key_secret_and_boot_time_are_carried_and_the_secret_never_printed() -> None:
+    from datetime import UTC, datetime
+
+    booted = datetime(2026, 11, 28, 9, 58, tzinfo=UTC)
+    who = resolve(node_arn=NODE_ARN, instance_id="i-1", check_task_arn=TASK_ARN, incident_id="inc-1", environ={},
+                  fetch=Endpoints({}), check_key="inc-1:check:1", secret="s3cr3t-value", boot_time=booted)
+    assert (who.check_key, who.secret, who.boot_time) == ("inc-1:check:1", "s3cr3t-value", booted)
+    assert "s3cr3t-value" not in repr(who)
+    # AND an Identity built the old way (the fleet simulator's) has none of them
+    from healthcheck.identity import Identity
+
+    assert Identity(NODE_ARN, None, TASK_ARN, "inc-1").check_key is None

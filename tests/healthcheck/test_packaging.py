@@ -1,4 +1,4 @@
-"""The health-check image definition: pinned DCGM base of the major the parser reads, the project with
+"""The health-check image definition: NVIDIA's DCGM base image of the major healthcheck.dcgm names, the project with
 the healthcheck extra, and the agent as entrypoint. (No Docker engine here: the file is checked as text.)"""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from healthcheck.dcgm import PINNED_DCGM_MAJOR
+from healthcheck.dcgm import IMAGE_DCGM_MAJOR
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "healthcheck" / "Dockerfile"
@@ -24,7 +24,7 @@ def test_base_image_is_nvidias_dcgm_pinned_to_the_parsed_major() -> None:
     final = bases[-1]
     match = re.fullmatch(r"nvcr\.io/nvidia/cloud-native/dcgm:(\d+)\.(\d+)\.(\d+)-\d+-ubuntu\d+\.\d+", final)
     assert match, final
-    assert int(match.group(1)) == PINNED_DCGM_MAJOR
+    assert int(match.group(1)) == IMAGE_DCGM_MAJOR
     assert all(":" in b.split()[0] and not b.split()[0].endswith(":latest") for b in bases)
 
 

@@ -1,9 +1,11 @@
 """Each recorded dcgmi behaviour and kernel log, through the whole agent (the fake dcgmi runs as a real
-process on PATH): the verdict, the event printed on stdout, and the exit code agree."""
+process on PATH): the verdict, the event printed on stdout, and the exit code agree. Sources of the
+fixtures: tests/fixtures/dcgm/README.md."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -12,50 +14,65 @@ from healthcheck.verdict import EXIT_CODES
 from tests.healthcheck.conftest import CheckFn
 from tests.healthcheck.fakes import NODE_ARN, TASK_ARN, FakeNvml, nvml_with
 
-CASES = [
-    # scenario, kernel log, nvml, expected verdict, action, exit code
-    ("all_pass", "clean.log", None, "healthy", "none", 0),
-    ("memory_isolate", "clean.log", None, "hardware_fault", "quarantine", 1),
-    ("pcie_low_bandwidth", "clean.log", None, "hardware_fault", "reboot", 1),
-    ("runtime_error", "clean.log", None, "inconclusive", "none", 2),
-    ("crash", "clean.log", None, "inconclusive", "none", 2),
-    ("crash_exit", "clean.log", None, "inconclusive", "none", 2),
-    ("seven_gpus", "clean.log", nvml_with(7), "inconclusive", "none", 2),
-    ("dcgm3", "clean.log", None, "inconclusive", "none", 2),
-    ("pass_but_nonzero_exit", "clean.log", None, "inconclusive", "none", 2),
-    ("health_not_enabled", "clean.log", None, "inconclusive", "none", 2),
-    ("all_pass", "xid13_application.log", None, "application_fault", "none", 0),
-    ("all_pass", "xid48_dbe.log", None, "hardware_fault", "reboot", 1),
-    ("all_pass", "xid79_fell_off_bus.log", None, "hardware_fault", "quarantine", 1),
-    ("all_pass", "xid154_recovery_action.log", None, "hardware_fault", "reboot", 1),
-    ("all_pass", "clean.log", FakeNvml(missing_library=True), "inconclusive", "none", 2),
+COVERAGE_GAPS = {"dcgm3_1_0_nvvs_level1", "nvvs_per_gpu_skips", "seven_gpus"}
+CASES: list[tuple[str, str, FakeNvml | None, str, str, int, dict[str, Any]]] = [
+    # scenario, kernel log, nvml, expected verdict, action, exit code, settings
+    ("all_pass", "clean.log", None, "healthy", "none", 0, {}),
+    ("memory_isolate", "clean.log", None, "hardware_fault", "quarantine", 1, {}),
+    ("pcie_low_bandwidth", "clean.log", None, "hardware_fault", "reboot", 1, {}),  # TRIAGE
+    ("runtime_error", "clean.log", None, "inconclusive", "none", 2, {}),
+    ("crash", "clean.log", None, "inconclusive", "none", 2, {}),
+    ("crash_exit", "clean.log", None, "inconclusive", "none", 2, {}),
+    ("seven_gpus", "clean.log", nvml_with(7), "inconclusive", "none", 2, {}),
+    ("dcgm3", "clean.log", None, "healthy", "none", 0, {}),
+    ("dcgm3_1_0_nvvs_level1", "clean.log", None, "healthy", "none", 0, {"level": 1}),
+    ("dcgm3_1_0_nvvs_level1", "clean.log", None, "inconclusive", "none", 2, {"level": 2}),
+    ("gb10_persistence_mode_off", "clean.log", nvml_with(1), "misconfigured", "reconfigure", 3,
+     {"level": 1, "expected_gpus": 1}),
+    ("nvvs_per_gpu_skips", "clean.log", nvml_with(4), "inconclusive", "none", 2, {"level": 3, "expected_gpus": 4}),
+    ("pass_but_nonzero_exit", "clean.log", None, "inconclusive", "none", 2, {}),
+    ("health_not_enabled", "clean.log", None, "inconclusive", "none", 2, {}),
+    ("all_pass", "xid13_application.log", None, "application_fault", "none", 0, {}),
+    ("all_pass", "xid48_dbe.log", None, "hardware_fault", "reboot", 1, {}),
+    ("all_pass", "xid79_fell_off_bus.log", None, "hardware_fault", "quarantine", 1, {}),
+    ("all_pass", "xid154_recovery_action.log", None, "hardware_fault", "reboot", 1, {}),
+    ("all_pass", "xid119_rm_init_failed.dmesg", None, "hardware_fault", "reboot", 1, {}),
+    ("all_pass", "fell_off_bus_no_xid.dmesg", None, "hardware_fault", "quarantine", 1, {}),
+    ("all_pass", "sxid_nvswitch.dmesg", None, "hardware_fault", "reboot", 1, {}),
+    ("all_pass", "sxid_non_fatal.dmesg", None, "healthy", "none", 0, {}),
+    ("all_pass", "xid74_reg2_bit16.dmesg", None, "hardware_fault", "reboot", 1, {}),
+    ("all_pass", "xid74_reg0_bit16.messages", None, "hardware_fault", "quarantine", 1, {}),
+    ("all_pass", "clean.log", FakeNvml(missing_library=True), "inconclusive", "none", 2, {}),
 ]
 
 
-@pytest.mark.parametrize(("scenario", "kernel", "nvml", "verdict", "action", "code"), CASES,
-                         ids=[f"{c[0]}-{c[1].removesuffix('.log')}" for c in CASES])
+@pytest.mark.parametrize(("scenario", "kernel", "nvml", "verdict", "action", "code", "settings"), CASES,
+                         ids=[f"{c[0]}-{c[1].rsplit('.', 1)[0]}-{c[6].get('level', 2)}" for c in CASES])
 def test_scenario_maps_to_verdict_event_and_exit_code(
-    check: CheckFn, scenario: str, kernel: str, nvml: FakeNvml | None, verdict: str, action: str, code: int
+    check: CheckFn, scenario: str, kernel: str, nvml: FakeNvml | None, verdict: str, action: str, code: int,
+    settings: dict[str, Any],
 ) -> None:
     # GIVEN the recorded dcgmi behaviour, kernel log and NVML state
     # WHEN the agent runs
-    run = check(scenario, kernel=kernel, nvml=nvml)
+    run = check(scenario, kernel=kernel, nvml=nvml, **settings)
     # THEN the event on stdout decodes, and it, the verdict and the exit code say the same thing
     report = run.report
     assert (report.verdict, report.recommended_action) == (verdict, action)
     assert run.outcome.exit_code == code == EXIT_CODES[report.verdict]
     assert report.model_extra is not None and report.model_extra["exit_code"] == code
     assert (report.node_arn, report.check_task_arn, report.incident_id, report.level) == \
-        (NODE_ARN, TASK_ARN, "inc-7", 2)
+        (NODE_ARN, TASK_ARN, "inc-7", settings.get("level", 2))
     assert run.event.subject.node == NODE_ARN and run.event.envelope.schema_version == HealthCheckReported.VERSION
     assert report.reason
+    # AND what did not run is listed exactly when coverage was short
+    assert bool(report.untested) == (verdict == "inconclusive" and scenario in COVERAGE_GAPS)
 
 
 def test_isolate_event_names_the_gpu_the_test_and_the_dcgm_error(check: CheckFn) -> None:
     report = check("memory_isolate").report
     gpu3 = report.gpus[3]
     assert (gpu3.index, gpu3.status) == (3, "fail")
-    assert any("memory" in e and "error 52 (ISOLATE)" in e for e in gpu3.errors)
+    assert any("memory" in e and "DCGM_FR_FAULTY_MEMORY (ISOLATE)" in e for e in gpu3.errors)
     assert [g.status for g in report.gpus].count("fail") == 1
     assert report.dcgm_version == "4.4.2" and report.found_gpus == 8 and report.expected_gpus == 8
     assert set(report.durations_s) == {"dcgm_diag", "dcgm_health", "nvml", "kernel_log", "total"}
