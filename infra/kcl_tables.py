@@ -14,7 +14,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from consumers.runtime.kcl_config import (
+from consumers.adapters.table_specs import (
     COORDINATOR_STATE_KEY,
     LEASE_KEY,
     LEASE_OWNER,

@@ -37,3 +37,34 @@ TABLE_SPECS: dict[str, TableSpec] = {
     # Shard checkpoints of the in-process reader (the KCL daemon keeps its own lease table).
     CHECKPOINTS: TableSpec(CHECKPOINTS, "application_shard"),
 }
+
+
+# KCL 3.1.3's own names (DynamoDBLeaseRefresher, CoordinatorStateDAO, WorkerMetricStatsDAO): the lease
+# table's hash key and its lease-owner index, the coordinator state's and the worker metrics' keys.
+LEASE_KEY = "leaseKey"
+LEASE_OWNER = "leaseOwner"
+LEASE_OWNER_INDEX = "LeaseOwnerToLeaseKeyIndex"
+COORDINATOR_STATE_KEY = "key"
+WORKER_METRICS_KEY = "wid"
+
+
+@dataclass(frozen=True)
+class KclTables:
+    """The three DynamoDB tables of one KCL 3 application.
+
+    The KCL's defaults are the application name and two suffixes; we name all three in the
+    properties anyway, so the daemon uses exactly the tables the stack created (with our key and
+    PITR) and never creates one of its own in AWS.
+    """
+
+    lease: str
+    coordinator_state: str
+    worker_metrics: str
+
+    @classmethod
+    def of(cls, application: str) -> KclTables:
+        return cls(lease=application, coordinator_state=f"{application}-CoordinatorState",
+                   worker_metrics=f"{application}-WorkerMetricStats")
+
+    def names(self) -> tuple[str, str, str]:
+        return (self.lease, self.coordinator_state, self.worker_metrics)

@@ -7,10 +7,11 @@ module is imported by the CDK app too (the stack creates the tables the daemon i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from consumers.adapters.table_specs import KclTables
 
 InitialPosition = Literal["TRIM_HORIZON", "LATEST"]
 RetrievalMode = Literal["POLLING", "FANOUT"]
@@ -18,36 +19,7 @@ MetricsLevel = Literal["NONE", "SUMMARY", "DETAILED"]
 
 MIN_IDLE_BETWEEN_READS_MILLIS = 200  # PollingConfig.MIN_IDLE_MILLIS_BETWEEN_READS
 
-# KCL 3.1.3's own names (DynamoDBLeaseRefresher, CoordinatorStateDAO, WorkerMetricStatsDAO): the lease
-# table's hash key and its lease-owner index, the coordinator state's and the worker metrics' keys.
-LEASE_KEY = "leaseKey"
-LEASE_OWNER = "leaseOwner"
-LEASE_OWNER_INDEX = "LeaseOwnerToLeaseKeyIndex"
-COORDINATOR_STATE_KEY = "key"
-WORKER_METRICS_KEY = "wid"
 TABLE_FIELDS = ("lease_table_name", "coordinator_state_table_name", "worker_metrics_table_name")
-
-
-@dataclass(frozen=True)
-class KclTables:
-    """The three DynamoDB tables of one KCL 3 application.
-
-    The KCL's defaults are the application name and two suffixes; we name all three in the
-    properties anyway, so the daemon uses exactly the tables the stack created (with our key and
-    PITR) and never creates one of its own in AWS.
-    """
-
-    lease: str
-    coordinator_state: str
-    worker_metrics: str
-
-    @classmethod
-    def of(cls, application: str) -> KclTables:
-        return cls(lease=application, coordinator_state=f"{application}-CoordinatorState",
-                   worker_metrics=f"{application}-WorkerMetricStats")
-
-    def names(self) -> tuple[str, str, str]:
-        return (self.lease, self.coordinator_state, self.worker_metrics)
 
 
 class DaemonConfig(BaseModel):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from consumers.runtime.kcl_config import LEASE_KEY, DaemonConfig
+from consumers.adapters.table_specs import LEASE_KEY
+from consumers.runtime.kcl_config import DaemonConfig
 
 
 def lease_item(shard: Mapping[str, Any], initial_position: str) -> dict[str, dict[str, Any]]:

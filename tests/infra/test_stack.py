@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Capture, Match
 
-from consumers.adapters.table_specs import TABLE_SPECS
+from consumers.adapters.table_specs import TABLE_SPECS, KclTables
 from consumers.core.errors import ConfigError
-from consumers.runtime.kcl_config import DaemonConfig, KclTables
+from consumers.runtime.kcl_config import DaemonConfig
 from consumers.runtime.kcl_properties import property_items
 from events_schema.rules import ingest_rules
 from gpu_recovery.settings import load_settings

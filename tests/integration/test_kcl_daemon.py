@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from consumers.adapters.table_specs import KclTables
 from consumers.runtime import kcl_daemon, kcl_java, kcl_leases, kcl_properties
-from consumers.runtime.kcl_config import DaemonConfig, KclTables
+from consumers.runtime.kcl_config import DaemonConfig
 from consumers.runtime.kcl_properties import property_items, render_properties
 from local import kinesis_local
 from tests.tools import missing_tool
