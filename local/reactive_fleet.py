@@ -24,6 +24,7 @@ from events_schema.aws import family_of
 from events_schema.envelope import Envelope, Subject, make_envelope
 from events_schema.events import GpuHealthSignal, HealthCheckReported, OperatorRequested
 from events_schema.proof import report_proof
+from healthcheck.coverage import expected_tests
 from healthcheck.findings import (
     SEVERITY_CONFIG,
     SEVERITY_ISOLATE,
@@ -293,7 +294,10 @@ class ReactiveFleet(FleetSimulator):
         if health.dcgm == "crash":
             diag: DiagReport | Inconclusive = Inconclusive("dcgmi", "dcgmi diag exited 139 (signal 11), no JSON")
         else:
-            diag = DiagReport("4.2.3", "570.124.06", gpus, tuple(self._results(health, g) for g in gpus))
+            tests = expected_tests(level)
+            failing = "memory" if "memory" in tests else "software"
+            diag = DiagReport("4.2.3", "570.124.06", gpus,
+                              tuple(self._result(health, test, g, failing) for test in tests for g in gpus))
         counts: dict[int, int] = {}
         for xid in health.xids:
             counts[xid] = counts.get(xid, 0) + 1
@@ -302,16 +306,17 @@ class ReactiveFleet(FleetSimulator):
         return Findings(level=level, expected_gpus=len(gpus), diag=diag, health=HealthReport("pass"),
                         nvml=nvml, xids=XidReport(counts, "kernel log"))
 
-    def _results(self, health: NodeHealth, gpu: int) -> DiagResult:
-        if health.dcgm == "config" and gpu == 0:
-            return DiagResult(test="software", category="Deployment", gpu=gpu, status="fail", errors=(
+    def _result(self, health: NodeHealth, test: str, gpu: int, failing: str) -> DiagResult:
+        """Every test of the level runs on every GPU; the fault shows where it would."""
+        if health.dcgm == "config" and gpu == 0 and test == "software":
+            return DiagResult(test=test, category="Deployment", gpu=gpu, status="fail", errors=(
                 DiagError(29, SEVERITY_CONFIG, None, "Persistence mode for GPU 0 is disabled. Enable it with "
                           "nvidia-smi -pm 1"),))
-        if health.dcgm == "fail" and gpu == 3:
+        if health.dcgm == "fail" and gpu == 3 and test == failing:
             severity = SEVERITY_ISOLATE if any(x in (74, 79) for x in health.xids) else SEVERITY_RESET
-            return DiagResult(test="memory", category="Hardware", gpu=gpu, status="fail",
-                              errors=(DiagError(1, severity, None, "GPU 3 memory test failed"),))
-        return DiagResult(test="memory", category="Hardware", gpu=gpu, status="pass")
+            return DiagResult(test=test, category="Hardware", gpu=gpu, status="fail",
+                              errors=(DiagError(1, severity, None, f"GPU 3 {test} test failed"),))
+        return DiagResult(test=test, category="Hardware", gpu=gpu, status="pass")
 
     def _on_UpdateContainerInstancesState(self, call: Call) -> None:
         node = self.nodes[call.params["containerInstances"][0]]
