@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from consumers.adapters.kinesis import list_shards, read_shard
+from consumers.adapters.kinesis_reader import list_shards, read_shard
 from events_schema.events import NOTICE_SEVERITY, REGISTRY, NotificationSent
 from gpu_recovery.aws import AwsClients
 from gpu_recovery.cli import main

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sns.models import sns_backends
+from pydantic import ValidationError
 
-from consumers.adapters.actuators import ActionFailed, AwsActuator
+from consumers.adapters.actuators import AwsActuator
 from consumers.adapters.sns_message import (
     ATTRIBUTE_VALUES_MAX,
     CHAT_LIST_MAX,
@@ -39,7 +40,8 @@ from consumers.adapters.sns_message import (
     sibling_topic_arn,
     subject_line,
 )
-from events_schema.events import NOTICE_SEVERITY, Action, Notice, Seen
+from events_schema.commands import Publish
+from events_schema.events import NOTICE_SEVERITY, Notice, Seen
 from gpu_recovery.aws import AwsClients
 from gpu_recovery.settings import load_settings
 from tests.factories import node_arn
@@ -270,13 +272,13 @@ def test_the_actuator_publishes_every_body_and_the_attributes(sns_sqs: tuple[Any
     topic = sns.create_topic(Name="gpu-recovery-notifications")["TopicArn"]
     chat_topic = sns.create_topic(Name="gpu-recovery-chat")["TopicArn"]
     programs, chat = subscribe_queue(sns, sqs, topic, "programs"), subscribe_queue(sns, sqs, chat_topic, "chat")
-    monkeypatch.setenv("GPU_RECOVERY_SNS_CHAT_TOPIC_NAME", "gpu-recovery-chat")
-    actuator = AwsActuator(AwsClients(load_settings()), cluster=CLUSTER, topic_arn=topic)
+    actuator = AwsActuator(AwsClients(load_settings()).client, cluster=CLUSTER, topic_arn=topic, check_key=b"k",
+                           chat_topic_arn=sibling_topic_arn(topic, "gpu-recovery-chat"))
     notice = quarantined()
-    # WHEN the recovery's Publish action runs, with the message as the policy writes it (a plain dict)
-    result = actuator.execute(Action(type="Publish", target="notifications", params={
-        "subject": "[gpu-recovery] node quarantined: node node0007 (gpu-training)",
-        "message": notice.model_dump(mode="json")}), "notify:node_quarantined:inc-7")
+    # WHEN the recovery's Publish command runs
+    result = actuator.execute(Publish(target="notifications", notice=notice,
+                                      subject="[gpu-recovery] node quarantined: node node0007 (gpu-training)"),
+                              "notify:node_quarantined:inc-7").detail
     # THEN the program subscriber gets our JSON, the chat subscriber the chat card, both with attributes
     (for_programs,) = received(sqs, programs)
     (for_chat,) = received(sqs, chat)
@@ -298,13 +300,13 @@ def test_the_actuator_publishes_every_body_and_the_attributes(sns_sqs: tuple[Any
 
 def test_a_message_without_a_severity_gets_its_kinds(sns_sqs: tuple[Any, Any]) -> None:
     sns, sqs = sns_sqs
-    # GIVEN a pager subscribed to pages only, and the message of a job_failed as the policy writes it today
+    # GIVEN a pager subscribed to pages only, and a job_failed notice written without a severity (v1's shape)
     topic = sns.create_topic(Name="gpu-recovery-notifications")["TopicArn"]
     pager = subscribe_queue(sns, sqs, topic, "pager", PAGES_ONLY)
     message = quarantined(kind="job_failed").model_dump(mode="json", exclude={"severity", "title", "test"})
     # WHEN the actuator publishes it
-    actuator = AwsActuator(AwsClients(load_settings()), cluster=CLUSTER, topic_arn=topic)
-    actuator.execute(Action(type="Publish", target="notifications", params={"subject": "s", "message": message}), "k")
+    actuator = AwsActuator(AwsClients(load_settings()).client, cluster=CLUSTER, topic_arn=topic, check_key=b"k")
+    actuator.execute(Publish(target="notifications", subject="s", notice=notice_of(message)), "k")
     # THEN it is a page (NOTICE_SEVERITY), and the pager gets it
     (paged,) = received(sqs, pager)
     assert json.loads(paged["Body"])["severity"] == "page"
@@ -316,19 +318,18 @@ def test_without_a_chat_topic_one_message_goes_to_the_topic(sns_sqs: tuple[Any, 
     sns, sqs = sns_sqs
     topic = sns.create_topic(Name="gpu-recovery-notifications")["TopicArn"]
     programs = subscribe_queue(sns, sqs, topic, "programs")
-    actuator = AwsActuator(AwsClients(load_settings()), cluster=CLUSTER, topic_arn=topic)
-    result = actuator.execute(Action(type="Publish", target="notifications",
-                                     params={"subject": "s", "message": quarantined().model_dump(mode="json")}), "k")
-    assert len(received(sqs, programs)) == 1 and set(result) == {"message_id"}
+    actuator = AwsActuator(AwsClients(load_settings()).client, cluster=CLUSTER, topic_arn=topic, check_key=b"k")
+    result = actuator.execute(Publish(target="notifications", subject="s", notice=quarantined()), "k")
+    assert len(received(sqs, programs)) == 1 and set(result.detail) == {"message_id"}
 
 
-def test_a_message_that_is_not_a_notice_fails_the_action_with_why(sns_sqs: tuple[Any, Any]) -> None:
+def test_a_message_that_is_not_a_notice_is_refused_before_any_call(sns_sqs: tuple[Any, Any]) -> None:
     sns, _sqs = sns_sqs
     topic = sns.create_topic(Name="gpu-recovery-notifications")["TopicArn"]
-    actuator = AwsActuator(AwsClients(load_settings()), cluster=CLUSTER, topic_arn=topic)
-    with pytest.raises(ActionFailed, match=r"(?s)notice cannot be published.*summary"):
-        actuator.execute(Action(type="Publish", target="notifications",
-                                params={"subject": "s", "message": {"kind": "job_failed", "cluster": "c"}}), "k")
+    # GIVEN a Publish whose notice lacks its summary: the command cannot even be made
+    with pytest.raises(ValidationError, match="summary"):
+        Publish.model_validate({"target": "notifications", "subject": "s",
+                                "notice": {"kind": "job_failed", "cluster": "c"}})
     assert published(topic) == []
 
 

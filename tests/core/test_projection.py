@@ -19,7 +19,8 @@ from consumers.core.projection import (
 )
 from events_schema.decode import StreamEvent, decode_mapping
 from events_schema.envelope import Subject
-from events_schema.events import Action, DecisionRecorded, HealthCheckReported, JobStateChanged, NodeStateChanged
+from events_schema.commands import StopTask
+from events_schema.events import DecisionRecorded, HealthCheckReported, JobStateChanged, NodeStateChanged
 from tests.factories import at, node_arn, node_event, ours, task_arn, task_event
 
 CONFIG = ProjectionConfig(health_check_family="gpu-recovery-healthcheck")
@@ -87,8 +88,8 @@ def test_user_stop_is_not_a_failure() -> None:
 def test_sibling_stopped_by_recovery_is_not_a_user_stop() -> None:
     # GIVEN recovery recorded its decision to stop rank 2 (old tool's bug 4: this looked like a user stop)
     decision = ours(
-        DecisionRecorded(idempotency_key="inc1:stop:2", action=Action(type="StopTask", target=task_arn(2)),
-                         job_id="job:alpha", step="stop_siblings"),
+        DecisionRecorded(idempotency_key="inc1:stop:2", action=StopTask(target=task_arn(2)),
+                         job_id="job:alpha", step="stop_ranks"),
         when=at(3.5),
     )
     state = project(
@@ -173,8 +174,8 @@ def _node_history(node: int) -> list[Any]:
 
 def _recovery_history() -> list[Any]:
     return [
-        ours(DecisionRecorded(idempotency_key="k", action=Action(type="StopTask", target=task_arn(2)),
-                              job_id="job:alpha", step="stop_siblings"), when=at(8)),
+        ours(DecisionRecorded(idempotency_key="k", action=StopTask(target=task_arn(2)),
+                              job_id="job:alpha", step="stop_ranks"), when=at(8)),
         ours(JobStateChanged(job_id="job:alpha", state="RECOVERING", incident_id="i"), when=at(9)),
         ours(JobStateChanged(job_id="job:alpha", state="RESTARTING", incident_id="i", restart_count=1), when=at(20)),
     ]

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from consumers.adapters.kinesis import KinesisStreamWriter, list_shards, read_shard
+from consumers.adapters.kinesis import KinesisStreamWriter
+from consumers.adapters.kinesis_reader import list_shards, read_shard
 from events_schema.decode import decode
 from events_schema.envelope import OurEvent
 from events_schema.events import HealthCheckReported

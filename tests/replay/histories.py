@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from events_schema.envelope import EventData, Subject
+from events_schema.commands import command_from_v1
 from events_schema.events import (
-    Action,
     ActionOutcome,
     DecisionRecorded,
     HealthCheckReported,
@@ -40,15 +40,20 @@ def our_event(data: EventData, second: float, **subject: str) -> dict[str, Any]:
     return envelope.model_dump(mode="json")
 
 
+def _command(action: str, target: str) -> Any:
+    """A v1-shaped action as today's typed command (the upcaster's own mapping)."""
+    return command_from_v1({"type": action, "target": target, "params": {"task_definition": "llm-train"}})
+
+
 def _decision(second: float, action: str, target: str, step: str, reason: str, **kw: Any) -> dict[str, Any]:
     key = f"{INCIDENT}/{step}"
-    data = DecisionRecorded(idempotency_key=key, action=Action(type=action, target=target), step=step,
+    data = DecisionRecorded(idempotency_key=key, action=_command(action, target), step=step,
                             reason=reason, incident_id=kw.get("incident_id", INCIDENT), job_id=kw.get("job_id"))
     return our_event(data, second, node=kw.get("node", NODE1), incident=INCIDENT)
 
 
 def _outcome(second: float, action: str, target: str, step: str) -> dict[str, Any]:
-    data = ActionOutcome(idempotency_key=f"{INCIDENT}/{step}", action=Action(type=action, target=target),
+    data = ActionOutcome(idempotency_key=f"{INCIDENT}/{step}", action=_command(action, target), step=step,
                          incident_id=INCIDENT, status="succeeded")
     return our_event(data, second, node=NODE1, incident=INCIDENT)
 
@@ -67,13 +72,13 @@ def incident_story() -> list[dict[str, Any]]:
               101, node=NODE1, incident=INCIDENT),
         our_event(JobStateChanged(job_id=ALPHA, state="RECOVERING", incident_id=INCIDENT, reason="rank 0 failed"),
               102, job=ALPHA, incident=INCIDENT),
-        _decision(103, "StopTask", task_arn(2), "stop-siblings", "stop the sibling ranks", job_id=ALPHA),
-        _outcome(104, "StopTask", task_arn(2), "stop-siblings"),
+        _decision(103, "StopTask", task_arn(2), "stop_ranks", "stop the sibling ranks", job_id=ALPHA),
+        _outcome(104, "StopTask", task_arn(2), "stop_ranks"),
         task_event(2, node=2, version=3, status="STOPPED", stop_code="UserInitiated", exit_code=143, group=ALPHA,
                    when=at(105)),
         our_event(nsc(node_arn=NODE1, state="CHECKING", incident_id=INCIDENT, reason="health check started"),
               110, node=NODE1, incident=INCIDENT),
-        _decision(111, "StartTask", NODE1, "health-check", "run dcgmi diag -r 2 on the failed rank's node"),
+        _decision(111, "StartTask", NODE1, "health_check", "run dcgmi diag -r 2 on the failed rank's node"),
         our_event(HealthCheckReported(node_arn=NODE1, incident_id=INCIDENT, level=2, verdict="hardware_fault",
                                   recommended_action="reboot", reason="XID 48: double-bit ECC error",
                                   xids=[XidCount(xid=48, count=2)]),

@@ -101,7 +101,7 @@ def test_audit_command_json_and_html(tmp_path: Path, capsys: Any) -> None:
     assert out["subject"] == {"kind": "incident", "id": INCIDENT}
     assert out["links"]["tasks"] == [task_arn(1), task_arn(2)]  # the trigger, and the sibling it stopped
     decision = next(r for r in out["rows"] if r["event_type"] == "DecisionRecorded" and "reboot" in r["what"])
-    assert decision["detail"]["action"] == {"type": "RebootInstances", "target": INSTANCE1, "params": {}}
+    assert decision["detail"]["action"] == {"type": "RebootInstances", "target": INSTANCE1}
     assert [p["state"] for p in out["node_health"][NODE1]] == ["CHECKING", "REBOOTING", "VERIFYING", "HEALTHY"]
     assert [c["verdict"] for c in out["health_checks"][NODE1]] == ["hardware_fault", "healthy"]
     # AND the HTML page is self-contained, with the timeline and an SVG chart of node health
