@@ -66,13 +66,14 @@ class World:
         moment = when or max((_moment(i) for i in inputs), default=self.now)
         self.now = max(self.now, moment)
         effects = decide(self.view, self.config, inputs, iso(self.now))
-        self.view.changed.clear()
-        self.view.retired.clear()
+        self.view.settled()
         self.events.extend(e.data for e in effects.emits)
         self.orders.extend(effects.orders)
         self.rejected.extend(effects.rejected)
         for emit in effects.emits:
             self.stream.append(self._ours(emit.data, self.now, emit.event_id))
+        if not any(isinstance(i, TimerInput) for i in inputs):
+            self.advance(0)  # as the consumer does after each batch: what is due now fires now
         return effects
 
     def ecs(self, *raw: dict[str, Any]) -> Effects:
@@ -90,16 +91,17 @@ class World:
         self.ecs(*(task_event(t, node=n, version=2, group=group, gpus=gpus, when=at(when)) for t, n in ranks))
 
     def fails(self, task: int, node: int, *, when: float, version: int = 3, reason: str | None = None,
-              group: str = "job:alpha") -> Effects:
+              group: str = "job:alpha", gpus: int = 8) -> Effects:
         event = task_event(task, node=node, version=version, status="STOPPED", exit_code=1,
-                           stop_code="EssentialContainerExited", when=at(when), group=group)
+                           stop_code="EssentialContainerExited", when=at(when), group=group, gpus=gpus)
         if reason:
             event["detail"]["containers"][0]["reason"] = reason
         return self.ecs(event)
 
-    def stopped_by_us(self, task: int, node: int, *, when: float, version: int = 3, group: str = "job:alpha") -> Effects:
+    def stopped_by_us(self, task: int, node: int, *, when: float, version: int = 3, group: str = "job:alpha",
+                      gpus: int = 8) -> Effects:
         event = task_event(task, node=node, version=version, status="STOPPED", exit_code=137,
-                           stop_code="UserInitiated", when=at(when), group=group)
+                           stop_code="UserInitiated", when=at(when), group=group, gpus=gpus)
         event["detail"]["stoppedReason"] = RECOVERY_STOP_REASON
         return self.ecs(event)
 
@@ -122,15 +124,22 @@ class World:
         return self.run([OutcomeInput(outcome, iso(moment))], moment)
 
     def settle_orders(self, *, step: str | None = None) -> None:
-        """Answer every unanswered order as AWS would (StartTask gets a task ARN)."""
+        """Answer every unanswered order as AWS would (StartTask gets a task ARN), as the consumer does:
+        the outcomes of one round of commands decided together."""
         for _ in range(100):
             pending = [o for o in self.orders if o.key not in self.answered and (step is None or o.step == step)]
             if not pending:
                 return
+            inputs: list[Input] = []
             for order in pending:
+                self.answered.add(order.key)
                 detail = {"task_arn": f"arn:aws:ecs:us-west-2:123456789012:task/gpu-training/{order.key[-24:]}"} \
                     if order.command.type == "StartTask" else {}
-                self.answer(order, **detail)
+                outcome = ActionOutcome(idempotency_key=order.key, action=order.command, incident_id=order.incident_id,
+                                        job_id=order.job_id, step=order.step, status="succeeded", detail=detail)
+                self.stream.append(self._ours(outcome, self.now))
+                inputs.append(OutcomeInput(outcome, iso(self.now)))
+            self.run(inputs, self.now)
 
     def report(self, verdict: str, action: str = "none", *, node: int | None = None, xids: Iterable[int] = (),
                boot: datetime | None = None, sign: bool = True, key: str | None = None,
@@ -172,6 +181,22 @@ class World:
             moment = max(self.now, datetime.fromisoformat(first.timer.due_at.replace("Z", "+00:00")))
             self.run([first], moment)
         self.now = max(self.now, until)
+
+    def run_restarted(self, when: datetime | None = None) -> None:
+        """Every rank recovery restarted reports RUNNING, on the node it was started on (one batch)."""
+        moment = when or self.now
+        events = []
+        for order in [o for o in self.orders if o.step == "restart"]:
+            arn = f"arn:aws:ecs:us-west-2:123456789012:task/gpu-training/{order.key[-24:]}"
+            job = self.view.job(order.job_id or "")
+            if job is None or getattr(order.command, "generation", None) != job.plan.generation:
+                continue
+            event = task_event(1, node=int(order.command.target[-4:]), version=2, when=moment, created=moment,
+                               group=order.job_id)
+            event["detail"]["taskArn"] = arn
+            events.append(event)
+        if events:
+            self.ecs(*events)
 
     def timers(self) -> list[TimerInput]:
         found = []

@@ -17,9 +17,9 @@ from consumers.core.projection import (
     fold,
     fold_all,
 )
+from events_schema.commands import StopTask
 from events_schema.decode import StreamEvent, decode_mapping
 from events_schema.envelope import Subject
-from events_schema.commands import StopTask
 from events_schema.events import DecisionRecorded, HealthCheckReported, JobStateChanged, NodeStateChanged
 from tests.factories import at, node_arn, node_event, ours, task_arn, task_event
 

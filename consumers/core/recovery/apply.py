@@ -192,8 +192,10 @@ def apply_tags(view: View, task: TaskRecord, tags: list[dict[str, str]], rules: 
 
 def _detail_from_record(task: TaskRecord) -> TaskDetail:
     spec = task.spec
-    return TaskDetail(taskArn=task.task_arn, clusterArn="", taskDefinitionArn=str(spec.get("task_definition_arn")),
-                      lastStatus="PROVISIONING", version=0, group=spec.get("group"), startedBy=spec.get("started_by"))
+    # Only what identity reads; built without validation (the record's values were validated when they came).
+    return TaskDetail.model_construct(taskArn=task.task_arn, clusterArn="-", lastStatus="PROVISIONING", version=0,
+                                      taskDefinitionArn=str(spec.get("task_definition_arn")), containers=[],
+                                      group=spec.get("group"), startedBy=spec.get("started_by"))
 
 
 def _with(seen: TaskSeen, **changes: bool) -> TaskSeen:

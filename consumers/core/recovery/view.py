@@ -63,7 +63,7 @@ class View:
         if key in self.retired:
             return self.retired[key]
         body = self._loaded.get(key)
-        return body if body and body.get("tombstone") and key not in self._records else None
+        return body if body and body.get("tombstone") and self._records.get(key) is None else None
 
     def job(self, job_id: str) -> Job | None:
         record: Job | None = self._get(("job", job_id))
@@ -133,6 +133,14 @@ class View:
 
     def loaded_body(self, key: Key) -> dict[str, Any] | None:
         return self._loaded.get(key)
+
+    def settled(self) -> None:
+        """What this view decided is now what is stored (tests and replay keep one view across decisions)."""
+        for key, tombstone in self.retired.items():
+            self._loaded[key] = tombstone
+            self._records.pop(key, None)
+        self.retired.clear()
+        self.changed.clear()
 
     def records(self) -> dict[Key, Any]:
         """Every record this view holds (parsed), retired ones left out."""
