@@ -48,6 +48,7 @@ class Settings(BaseSettings):
         "gpu_recovery_checkpoints",
         validation_alias=AliasChoices("GPU_RECOVERY_CHECKPOINT_TABLE", "checkpoint_table"),
     )
+    parked_archive_bucket: str | None = _env(None, "GPU_RECOVERY_PARKED_ARCHIVE_BUCKET", "parked_archive_bucket")
     ttl_days: int = Field(30, ge=1, validation_alias=AliasChoices("GPU_RECOVERY_TTL_DAYS", "ttl_days"))
 
     # --- the cluster ------------------------------------------------------------------------------
