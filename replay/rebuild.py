@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from consumers.core.clocktext import iso
 from consumers.core.errors import UnwritableItem, is_infrastructure
-from consumers.core.projection import TABLES, EntityKey, Item, ProjectionConfig, ProjectionState, fold, touched_keys
+from consumers.core.projection import TABLES, EntityKey, Item, ProjectionConfig, ProjectionState, fold
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import OurEvent
 from replay.sources import RawRecord
@@ -127,7 +127,7 @@ def rebuild(
     """Decode and fold every record; a record that fails either is counted by kind and reason, never fatal,
     and leaves the state as it was (what the live projector parks, replay leaves out). ``check_key``: the
     target store's own key check (an event whose key it would refuse is left out too)."""
-    state = ProjectionState()
+    state = UndoableState()
     stats = ReplayStats()
     started = clock()
     for record in records:
@@ -161,40 +161,49 @@ def _decode(record: RawRecord, stats: ReplayStats) -> StreamEvent | None:
 
 
 def _fold_one(
-    state: ProjectionState, event: StreamEvent, config: ProjectionConfig,
+    state: UndoableState, event: StreamEvent, config: ProjectionConfig,
     check_key: Callable[[EntityKey], None] | None, stats: ReplayStats, position: str,
 ) -> bool:
-    """Fold one event, or count it as bad and undo what it did (the fold replaces the items it touches)."""
-    try:
-        keys = touched_keys(event, config)
-        for key in keys if check_key is not None else ():
-            check_key(key)
-    except Exception as exc:
-        return _bad(exc, "unwritable" if isinstance(exc, UnwritableItem) else "fold_error", stats, position)
-    before = [(key, state.items.get(key), key in state.dirty) for key in keys]
+    """Fold one event; if the fold raises, or makes an item under a key the target refuses, count the
+    record as bad and undo what it did."""
+    state.undo.clear()
     try:
         fold(state, event, config)
+        for key in state.undo if check_key is not None else ():
+            if key not in state.keys_checked:  # an entity's key is checked once, not at every event
+                check_key(key)
+                state.keys_checked.add(key)
         return True
     except Exception as exc:
-        for key, item, dirty in before:
-            _restore(state, key, item, dirty)
-        return _bad(exc, "fold_error", stats, position)
+        if is_infrastructure(exc):
+            raise
+        state.rollback()
+        kind = "unwritable" if isinstance(exc, UnwritableItem) else "fold_error"
+        stats.count_bad(kind, f"{type(exc).__name__}: {exc}", position)
+        return False
 
 
-def _bad(exc: Exception, kind: str, stats: ReplayStats, position: str) -> bool:
-    if is_infrastructure(exc):
-        raise exc
-    stats.count_bad(kind, f"{type(exc).__name__}: {exc}", position)
-    return False
+@dataclass
+class UndoableState(ProjectionState):
+    """Remembers what the current event's fold replaced (the fold changes items only through ``put``)."""
 
+    undo: dict[EntityKey, tuple[Item | None, bool]] = field(default_factory=dict)
+    keys_checked: set[EntityKey] = field(default_factory=set)
 
-def _restore(state: ProjectionState, key: EntityKey, item: Item | None, dirty: bool) -> None:
-    if item is None:
-        state.items.pop(key, None)
-    else:
-        state.items[key] = item
-    if not dirty:
-        state.dirty.discard(key)
+    def put(self, key: EntityKey, item: Item) -> None:
+        if key not in self.undo:
+            self.undo[key] = (self.items.get(key), key in self.dirty)
+        super().put(key, item)
+
+    def rollback(self) -> None:
+        for key, (item, dirty) in self.undo.items():
+            if item is None:
+                self.items.pop(key, None)
+            else:
+                self.items[key] = item
+            if not dirty:
+                self.dirty.discard(key)
+        self.undo.clear()
 
 
 def _count(stats: ReplayStats, event: StreamEvent) -> None:

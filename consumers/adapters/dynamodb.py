@@ -295,6 +295,16 @@ class DynamoParkingLot:
             key=lambda r: (r["consumer_shard"], int(r["sequence_number"])),
         )
 
+    def of_shard(self, consumer: str, shard_id: str) -> list[dict[str, Any]]:
+        """What one consumer parked from one shard, in sequence order (one partition: a query, not a scan)."""
+        paginator = self._client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table, ConsistentRead=True, KeyConditionExpression="consumer_shard = :cs",
+            ExpressionAttributeValues={":cs": {"S": f"{consumer}#{shard_id}"}},
+        )
+        rows = [from_attribute_map(row) for page in pages for row in page.get("Items", [])]
+        return sorted(rows, key=lambda r: int(r["sequence_number"]))
+
     def raw_data(self, row: Mapping[str, Any]) -> bytes | None:
         """The record's whole bytes: inline, or from the archive; None when only its head was kept."""
         head = base64.b64decode(row.get("data_b64", ""))
