@@ -92,6 +92,10 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "garbage_of_1_mb": lambda: b"\x00\xff" * (KINESIS_MAX_RECORD // 2),
 }
 
+# What only a DynamoDB write refuses (a Number past 38 digits, an item over 400 KB, nesting past 32 levels):
+# replay leaves out the rest as it reads, and reports these as items not written to a DynamoDB target.
+DYNAMODB_ONLY = frozenset({"detail_version_10_to_the_40", "event_of_900_kb", "nested_deeper_than_dynamodb_allows"})
+
 # Records in which nothing is wrong, to surround the hostile ones: each must be applied.
 GOOD_SAMPLES = ("task_state_change_gpu_running", "container_instance_state_change_gpu",
                 "task_state_change_docs_ec2_running")

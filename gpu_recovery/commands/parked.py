@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from gpu_recovery.commands.common import add_aws_options, fail, non_empty, setti
 CONSUMERS = ("projector", "recovery")
 MAX_PARTITION_KEY = 256
 HEX_SHOWN = 4096
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def register(subparsers: Any) -> None:
@@ -166,7 +168,10 @@ def decoded_view(data: bytes, *, complete: bool) -> dict[str, Any]:
     try:
         return {"as": "json", "complete": complete, "text": json.dumps(json.loads(text), indent=2)}
     except (ValueError, RecursionError):
-        return {"as": "text", "complete": complete, "text": text}
+        pass
+    if any(_CONTROL.match(char) for char in text):  # a terminal must not receive escape sequences from a record
+        return {"as": "hex", "complete": complete, "text": hex_dump(data[:HEX_SHOWN])}
+    return {"as": "text", "complete": complete, "text": text}
 
 
 def hex_dump(data: bytes) -> str:

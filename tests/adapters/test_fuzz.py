@@ -31,7 +31,7 @@ from consumers.projector import Projector
 from replay.rebuild import rebuild
 from replay.sources import RawRecord
 from tests.factories import task_arn, task_event
-from tests.hostile import HOSTILE, good_records, real_samples
+from tests.hostile import DYNAMODB_ONLY, HOSTILE, good_records, real_samples
 
 TABLES = {"ecs_task": "ecs_task", "ecs_job": "ecs_job", "ecs_node": "ecs_node"}
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True)
@@ -221,11 +221,8 @@ def test_mutated_real_events_are_applied_or_parked_never_stall_the_batch(lot: Lo
 
 # --- each hostile class by name ---------------------------------------------------------------------
 
-# What replay leaves out as it reads: everything but what only a DynamoDB write refuses (a value out of
-# DynamoDB's Number range, an item over 400 KB, nesting past 32 levels); those a DynamoDB target reports as
-# not written, and the bounded decode calls invalid before either.
-REPLAY_CATCHES = set(HOSTILE) - {"detail_version_10_to_the_40", "event_of_900_kb",
-                                 "nested_deeper_than_dynamodb_allows"}
+# What replay leaves out as it reads (the rest a DynamoDB target reports as not written).
+REPLAY_CATCHES = set(HOSTILE) - DYNAMODB_ONLY
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
