@@ -89,7 +89,7 @@ class ParkingFailed(Exception):
     """Bad records could not even be parked: the shard stops (no checkpoint) rather than skip them."""
 
 
-def decode_batch(
+def decode_records(
     records: Sequence[StreamRecord], consumer: str, parked_at: str
 ) -> tuple[list[Decoded], list[ParkedRecord]]:
     """Each record alone: whatever decoding one raises (a RecursionError on deep nesting too) parks it."""
@@ -105,6 +105,14 @@ def decode_batch(
             detail = exc.detail if isinstance(exc, MalformedRecord) else str(exc) or type(exc).__name__
             parked.append(park_entry(record, consumer, parked_at, kind, detail, exc, f"{index + 1}/{len(records)}"))
     return decoded, parked
+
+
+def decode_batch(
+    records: Sequence[StreamRecord], consumer: str, parked_at: str
+) -> tuple[list[StreamEvent], list[ParkedRecord]]:
+    """The events of a batch, and its records that are not events (parked entries)."""
+    decoded, parked = decode_records(records, consumer, parked_at)
+    return [d.event for d in decoded], parked
 
 
 def park_entry(
@@ -138,7 +146,7 @@ class Projector:
 
     def handle_batch(self, records: Sequence[StreamRecord]) -> BatchReport:
         parked_at = iso(records[-1].arrival) if records and records[-1].arrival else ""
-        decoded, parked = decode_batch(records, self._consumer, parked_at)
+        decoded, parked = decode_records(records, self._consumer, parked_at)
         report = BatchReport(records=len(records))
         failed = self._project_isolated(decoded, report, parked_at, len(records))
         report.applied = len(decoded) - len(failed)

@@ -169,10 +169,8 @@ def _fold_one(
     state.undo.clear()
     try:
         fold(state, event, config)
-        for key in state.undo if check_key is not None else ():
-            if key not in state.keys_checked:  # an entity's key is checked once, not at every event
-                check_key(key)
-                state.keys_checked.add(key)
+        if check_key is not None:
+            _check_new_keys(state, check_key)
         return True
     except Exception as exc:
         if is_infrastructure(exc):
@@ -181,6 +179,13 @@ def _fold_one(
         kind = "unwritable" if isinstance(exc, UnwritableItem) else "fold_error"
         stats.count_bad(kind, f"{type(exc).__name__}: {exc}", position)
         return False
+
+
+def _check_new_keys(state: UndoableState, check_key: Callable[[EntityKey], None]) -> None:
+    for key in state.undo:
+        if key not in state.keys_checked:  # an entity's key is checked once, not at every event
+            check_key(key)
+            state.keys_checked.add(key)
 
 
 @dataclass

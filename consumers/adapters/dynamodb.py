@@ -158,8 +158,8 @@ class DynamoProjectionStore:
 
     def load(self, keys: Collection[EntityKey]) -> dict[EntityKey, StoredItem]:
         found: dict[EntityKey, StoredItem] = {}
-        for key in keys:
-            check_key(key)  # a key DynamoDB would refuse is the record's fault, not a failed call
+        for entity in keys:
+            check_key(entity)  # a key DynamoDB would refuse is the record's fault, not a failed call
         for chunk in _chunks(sorted(set(keys)), 100):
             pending: dict[str, Any] = {}
             for table, key in chunk:
@@ -283,6 +283,16 @@ class DynamoParkingLot:
             return {"archive_error": str(exc)[:500]}
         return {"archive_uri": f"s3://{self._bucket}/{key}"}
 
+    def of_shard(self, consumer: str, shard_id: str) -> list[dict[str, Any]]:
+        """What one consumer parked from one shard, in sequence order (one partition: a query, not a scan)."""
+        paginator = self._client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table, ConsistentRead=True, KeyConditionExpression="consumer_shard = :cs",
+            ExpressionAttributeValues={":cs": {"S": f"{consumer}#{shard_id}"}},
+        )
+        rows = [from_attribute_map(row) for page in pages for row in page.get("Items", [])]
+        return sorted(rows, key=lambda r: int(r["sequence_number"]))
+
     def list(self, consumer: str | None = None) -> list[dict[str, Any]]:
         paginator = self._client.get_paginator("scan")
         rows = [
@@ -294,16 +304,6 @@ class DynamoParkingLot:
             (r for r in rows if consumer is None or r["consumer"] == consumer),
             key=lambda r: (r["consumer_shard"], int(r["sequence_number"])),
         )
-
-    def of_shard(self, consumer: str, shard_id: str) -> list[dict[str, Any]]:
-        """What one consumer parked from one shard, in sequence order (one partition: a query, not a scan)."""
-        paginator = self._client.get_paginator("query")
-        pages = paginator.paginate(
-            TableName=self._table, ConsistentRead=True, KeyConditionExpression="consumer_shard = :cs",
-            ExpressionAttributeValues={":cs": {"S": f"{consumer}#{shard_id}"}},
-        )
-        rows = [from_attribute_map(row) for page in pages for row in page.get("Items", [])]
-        return sorted(rows, key=lambda r: int(r["sequence_number"]))
 
     def raw_data(self, row: Mapping[str, Any]) -> bytes | None:
         """The record's whole bytes: inline, or from the archive; None when only its head was kept."""
