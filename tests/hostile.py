@@ -90,11 +90,15 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "lone_surrogate_in_group": _lone_surrogate_group,
     "event_of_900_kb": lambda: _big_reason(900_000),
     "garbage_of_1_mb": lambda: b"\x00\xff" * (KINESIS_MAX_RECORD // 2),
+    # Found by the fuzz test: an attribute named "" becomes an empty map key, which DynamoDB refuses.
+    "empty_attribute_name": lambda: _node(lambda event: event["detail"]["attributes"].append({"name": ""})),
 }
 
-# What only a DynamoDB write refuses (a Number past 38 digits, an item over 400 KB, nesting past 32 levels):
+# What only a DynamoDB write refuses (a Number past 38 digits, an item over 400 KB, nesting past 32 levels,
+# an empty map key):
 # replay leaves out the rest as it reads, and reports these as items not written to a DynamoDB target.
-DYNAMODB_ONLY = frozenset({"detail_version_10_to_the_40", "event_of_900_kb", "nested_deeper_than_dynamodb_allows"})
+DYNAMODB_ONLY = frozenset({"detail_version_10_to_the_40", "event_of_900_kb", "nested_deeper_than_dynamodb_allows",
+                           "empty_attribute_name"})
 
 # Records in which nothing is wrong, to surround the hostile ones: each must be applied.
 GOOD_SAMPLES = ("task_state_change_gpu_running", "container_instance_state_change_gpu",

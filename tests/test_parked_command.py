@@ -157,9 +157,11 @@ def test_replay_into_shadow_tables_leaves_out_what_dynamodb_refuses_and_says_so(
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert summary["written"]["ecs_task"] >= 3
-    # Values only DynamoDB refuses (here the fixture task at version 10**40, which its later versions do not
-    # replace, and its job) are left out, each named
-    fixture = sample("task_state_change_gpu_stopped_xid")["detail"]
-    assert sorted(summary["unwritable"]) == [f"ecs_job/{fixture['group']}", f"ecs_task/{fixture['taskArn']}"]
-    assert all("Rounded" in problem for problem in summary["unwritable"].values())
-    assert captured.err.count("not written:") == 2
+    # Values only DynamoDB refuses are left out, each named: the fixture task at version 10**40 (which its
+    # later versions do not replace) and its job, and the node with an attribute named ""
+    task = sample("task_state_change_gpu_stopped_xid")["detail"]
+    node = sample("container_instance_state_change_gpu")["detail"]["containerInstanceArn"]
+    unwritable = summary["unwritable"]
+    assert sorted(unwritable) == [f"ecs_job/{task['group']}", f"ecs_node/{node}", f"ecs_task/{task['taskArn']}"]
+    assert "Rounded" in unwritable[f"ecs_task/{task['taskArn']}"] and "empty key" in unwritable[f"ecs_node/{node}"]
+    assert captured.err.count("not written:") == 3

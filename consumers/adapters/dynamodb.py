@@ -110,8 +110,8 @@ def checked_attribute_map(key: EntityKey, item: Mapping[str, Any]) -> dict[str, 
     # The JSON is never smaller than DynamoDB's count; only an item near the limit is measured exactly.
     if len(text) > MAX_ITEM_BYTES and (size := item_size(item)) > MAX_ITEM_BYTES:
         raise UnwritableItem(key, f"the item is {size} bytes (DynamoDB allows {MAX_ITEM_BYTES})")
-    if nesting(item) > MAX_NESTING:
-        raise UnwritableItem(key, f"attributes nest deeper than DynamoDB's {MAX_NESTING} levels")
+    if problem := shape_problem(item):
+        raise UnwritableItem(key, problem)
     return attributes
 
 
@@ -137,13 +137,23 @@ def _value_size(value: Any) -> int:
     return len(str(value).encode("utf-8"))
 
 
-def nesting(value: Any, depth: int = 0) -> int:
-    """How deep maps and lists nest below the item (DynamoDB allows 32 levels); stops counting past it."""
+def shape_problem(value: Any, depth: int = 0) -> str | None:
+    """What DynamoDB refuses in the shape of a value: maps and lists nested past 32 levels, an empty map key
+    (an empty attribute name, at any depth)."""
     if depth > MAX_NESTING:
-        return depth
-    children: Any = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else ()
-    return max((nesting(child, depth + 1) for child in children if isinstance(child, Mapping | list)),
-               default=depth)
+        return f"attributes nest deeper than DynamoDB's {MAX_NESTING} levels"
+    if isinstance(value, Mapping):
+        if "" in value:
+            return "a map has an empty key (DynamoDB refuses an empty attribute name at any depth)"
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return None
+    for child in children:
+        if isinstance(child, Mapping | list) and (problem := shape_problem(child, depth + 1)):
+            return problem
+    return None
 
 
 class DynamoProjectionStore:
