@@ -111,6 +111,9 @@ def test_parked_list_show_and_redrive_once(stack: Settings, capsys: Any) -> None
     assert cli(stack, "parked", "redrive", "--reason", "not_json") == 1
     again = capsys.readouterr().out
     assert "already redriven" in again and "not redriven: only its first 64 KB" in again
+    assert cli(stack, "parked", "redrive", "--all", "--dry-run", "--json") == 1
+    planned = sorted(r["result"].split(" (")[0].split(":")[0] for r in json.loads(capsys.readouterr().out))
+    assert planned == ["already redriven", "not redriven", "would be redriven"]
     # AND the consumer reads the redriven copy again (still bad here: parked again, under its new number)
     assert cli(stack, "consume", "projector", "--engine", "local", "--until-idle") == 0
     assert cli(stack, "parked", "list", "--json", "--reason", "not_json") == 0
