@@ -27,6 +27,8 @@ def decode_each(payloads: Iterable[bytes], unreadable: Counter[str]) -> Iterator
             yield decode(data)
         except MalformedRecord as exc:
             unreadable[exc.kind] += 1
+        except (RecursionError, ArithmeticError, ValueError):  # whatever one hostile record makes decode raise
+            unreadable["decode_error"] += 1
 
 
 def decode_all(payloads: Iterable[bytes]) -> Decoded:
@@ -39,7 +41,11 @@ def parse_when(text: str, now: datetime) -> datetime:
     """An ISO 8601 time (UTC when it names no zone) or an age before ``now``: ``90s``, ``15m``, ``2h``, ``7d``."""
     age = _AGE.match(text.strip().lower())
     if age:
-        return now - timedelta(seconds=float(age.group(1)) * _UNIT_S[age.group(2)])
+        try:
+            return now - timedelta(seconds=float(age.group(1)) * _UNIT_S[age.group(2)])
+        except OverflowError:  # 99999999999d: before year 1
+            raise ValueError(f"{text!r} reaches back before year 1; give a shorter age or an ISO 8601 time")\
+                from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -7,20 +7,21 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from gpu_recovery.commands.common import log_level
+from gpu_recovery.commands.common import CliParser, log_level, user_error
 
 # Each entry is a module in gpu_recovery/commands with register(subparsers) and a run(args) handler.
 COMMANDS = ("demo", "schema", "healthcheck", "replay", "audit", "consume", "local_stack", "tail", "report",
-            "notify")
+            "notify", "parked")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="gpu-recovery",
         description="Keep GPU training jobs alive on Amazon ECS: detect, diagnose with DCGM, repair, "
         "restart, notify. Event-sourced on Kinesis.",
     )
-    parser.add_argument("--log-level", default="WARNING", type=log_level, help="Python log level (default: WARNING)")
+    parser.add_argument("--log-level", type=log_level, default="WARNING",
+                        help="Python log level: DEBUG, INFO, WARNING, ERROR or CRITICAL (default: WARNING)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"gpu_recovery.commands.{name}").register(subparsers)
@@ -32,14 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import logging
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from consumers.core.errors import ConfigError
-
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         return int(args.handler(args) or 0)
-    except ConfigError as exc:
-        print(f"gpu-recovery: {exc}", file=sys.stderr)
-        return 2
     except ModuleNotFoundError as exc:
         from gpu_recovery.extras import missing_extra
 
@@ -49,6 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A user's mistake (a setting, a path, an endpoint) is one line; anything else is a bug: traceback.
+        message = user_error(exc, args.command)
+        if message is None:
+            raise
+        print(f"gpu-recovery: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

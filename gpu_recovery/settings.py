@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     recovery_table: str = _table("gpu_recovery_state", "GPU_RECOVERY_STATE_TABLE", "recovery_table")
     ledger_table: str = _table("gpu_recovery_ledger", "GPU_RECOVERY_LEDGER_TABLE", "ledger_table")
     checkpoint_table: str = _table("gpu_recovery_checkpoints", "GPU_RECOVERY_CHECKPOINT_TABLE", "checkpoint_table")
+    parked_archive_bucket: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                                              validation_alias=AliasChoices("GPU_RECOVERY_PARKED_ARCHIVE_BUCKET",
+                                                                            "parked_archive_bucket"))
     ttl_days: int = Field(30, ge=1, le=3650, validation_alias=AliasChoices("GPU_RECOVERY_TTL_DAYS", "ttl_days"))
 
     # --- the cluster ------------------------------------------------------------------------------

@@ -316,7 +316,7 @@ def _related(event: StreamEvent, facts: Facts, subject: AuditSubject, links: Lin
 def _decode(record: RawRecord) -> StreamEvent | None:
     try:
         return decode(record.data)
-    except MalformedRecord:
+    except (MalformedRecord, RecursionError, ArithmeticError, ValueError):  # a bad record is no event
         return None
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from consumers.core.clocktext import iso
-from consumers.core.projection import TABLES, ProjectionConfig, ProjectionState, fold
+from consumers.core.errors import UnwritableItem, is_infrastructure
+from consumers.core.projection import TABLES, EntityKey, Item, ProjectionConfig, ProjectionState, fold
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import OurEvent
 from replay.sources import RawRecord
@@ -52,7 +53,8 @@ class ReplayStats:
     events: int = 0
     outside_window: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
-    malformed: Counter[str] = field(default_factory=Counter)  # by kind: not_json, unknown_event, invalid
+    # by kind: not_json, unknown_event, invalid; decode_error, fold_error, unwritable (what the projector parks)
+    malformed: Counter[str] = field(default_factory=Counter)
     reasons: dict[str, Malformed] = field(default_factory=dict)
     first: datetime | None = None
     last: datetime | None = None
@@ -71,10 +73,13 @@ class ReplayStats:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
     def count_malformed(self, error: MalformedRecord, position: str) -> None:
-        self.malformed[error.kind] += 1
-        reason = f"{error.kind}: {error.detail[:120]}"
+        self.count_bad(error.kind, error.detail, position)
+
+    def count_bad(self, kind: str, detail: str, position: str) -> None:
+        self.malformed[kind] += 1
+        reason = f"{kind}: {detail[:120]}"
         if reason not in self.reasons and len(self.reasons) >= MAX_REASONS:
-            reason = f"{error.kind}: other"
+            reason = f"{kind}: other"
         entry = self.reasons.setdefault(reason, Malformed(first_position=position))
         entry.count += 1
 
@@ -117,17 +122,20 @@ def rebuild(
     window: TimeWindow | None = None,
     tick: Callable[[ReplayStats], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    check_key: Callable[[EntityKey], None] | None = None,
 ) -> Rebuilt:
-    """Decode and fold every record; malformed ones are counted by kind, never fatal."""
-    state = ProjectionState()
+    """Decode and fold every record; a record that fails either is counted by kind and reason, never fatal,
+    and leaves the state as it was (what the live projector parks, replay leaves out). ``check_key``: the
+    target store's own key check (an event whose key it would refuse is left out too)."""
+    state = UndoableState()
     stats = ReplayStats()
     started = clock()
     for record in records:
         stats.records += 1
         event = _decode(record, stats)
         if event is not None and (window is None or window.contains(event.time)):
-            fold(state, event, config)
-            _count(stats, event)
+            if _fold_one(state, event, config, check_key, stats, record.position):
+                _count(stats, event)
         elif event is not None:
             stats.outside_window += 1
         if stats.records % TICK_EVERY == 0:
@@ -145,7 +153,62 @@ def _decode(record: RawRecord, stats: ReplayStats) -> StreamEvent | None:
         return decode(record.data)
     except MalformedRecord as exc:
         stats.count_malformed(exc, record.position)
-        return None
+    except Exception as exc:  # a RecursionError on deep nesting, ...: whatever one record can raise
+        if is_infrastructure(exc):
+            raise
+        stats.count_bad("decode_error", f"{type(exc).__name__}: {exc}", record.position)
+    return None
+
+
+def _fold_one(
+    state: UndoableState, event: StreamEvent, config: ProjectionConfig,
+    check_key: Callable[[EntityKey], None] | None, stats: ReplayStats, position: str,
+) -> bool:
+    """Fold one event; if the fold raises, or makes an item under a key the target refuses, count the
+    record as bad and undo what it did."""
+    state.undo.clear()
+    try:
+        fold(state, event, config)
+        if check_key is not None:
+            _check_new_keys(state, check_key)
+        return True
+    except Exception as exc:
+        if is_infrastructure(exc):
+            raise
+        state.rollback()
+        kind = "unwritable" if isinstance(exc, UnwritableItem) else "fold_error"
+        stats.count_bad(kind, f"{type(exc).__name__}: {exc}", position)
+        return False
+
+
+def _check_new_keys(state: UndoableState, check_key: Callable[[EntityKey], None]) -> None:
+    for key in state.undo:
+        if key not in state.keys_checked:  # an entity's key is checked once, not at every event
+            check_key(key)
+            state.keys_checked.add(key)
+
+
+@dataclass
+class UndoableState(ProjectionState):
+    """Remembers what the current event's fold replaced (the fold changes items only through ``put``)."""
+
+    undo: dict[EntityKey, tuple[Item | None, bool]] = field(default_factory=dict)
+    keys_checked: set[EntityKey] = field(default_factory=set)
+
+    def put(self, key: EntityKey, item: Item) -> None:
+        if key not in self.undo:
+            self.undo[key] = (self.items.get(key), key in self.dirty)
+        super().put(key, item)
+
+    def rollback(self) -> None:
+        for key, (item, dirty) in self.undo.items():
+            if item is None:
+                self.items.pop(key, None)
+            else:
+                self.items[key] = item
+            if not dirty:
+                self.dirty.discard(key)
+        self.undo.clear()
 
 
 def _count(stats: ReplayStats, event: StreamEvent) -> None:

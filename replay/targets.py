@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from consumers.core.errors import UnwritableItem
 from consumers.core.ports import ItemWrite, ProjectionStore
 from consumers.core.projection import KEY_ATTRIBUTE, TABLES, EntityKey, Item, ProjectionState
 
@@ -81,6 +82,7 @@ class WriteReport:
     written: dict[str, int] = field(default_factory=dict)
     conflicts: int = 0
     deleted: dict[str, int] = field(default_factory=dict)
+    unwritable: dict[str, str] = field(default_factory=dict)  # "table/key" -> why the store refused the item
 
 
 def fill_tables(store: ProjectionStore, state: ProjectionState, *, empty: bool) -> WriteReport:
@@ -103,7 +105,12 @@ def _write_chunk(
     for _ in range(CONFLICT_ROUNDS):
         revs = {} if empty else {key: stored.rev for key, stored in store.load(pending).items()}
         writes = [ItemWrite(key, state.items[key], revs.get(key, 0)) for key in pending]
-        conflicts = set(store.save(writes))
+        try:
+            conflicts = set(store.save(writes))
+        except UnwritableItem as exc:  # refused before anything was written: leave it out, say so, go on
+            report.unwritable[f"{exc.key[0]}/{exc.key[1][:200]}"] = exc.problem
+            _write_chunk(store, state, [key for key in pending if key != exc.key], empty, report)
+            return
         for key in pending:
             if key not in conflicts:
                 report.written[key[0]] += 1

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from consumers.core.errors import ConfigError
 from consumers.runtime.kcl_properties import property_items
 from gpu_recovery.cli import build_parser, main
 from gpu_recovery.commands import consume
@@ -72,7 +73,7 @@ def test_local_timings_and_extra_properties() -> None:
 
 
 def test_a_property_without_equals_is_refused() -> None:
-    with pytest.raises(SystemExit, match="KEY=VALUE"):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
         consume.parse_properties(["maxLeasesForWorker"])
 
 

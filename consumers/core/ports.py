@@ -62,6 +62,8 @@ class ParkedRecord:
     reason: str
     data: bytes
     parked_at: str
+    error_type: str = ""  # the exception's class when the record failed other than by decoding
+    position: str = ""  # where in its batch (or file) the record was
 
 
 class ParkingLot(Protocol):

@@ -14,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gpu_recovery.commands.common import add_aws_options, settings_from
-from gpu_recovery.commands.replay import EXIT_REFUSED, add_source_options, open_history
+from gpu_recovery.commands.common import add_aws_options, number, settings_from
+from gpu_recovery.commands.replay import add_source_options, open_history, refused
+
+MAX_MARGIN_MINUTES = 7 * 24 * 60  # a week either side is already more than an incident's story
 
 
 def register(subparsers: Any) -> None:
@@ -32,7 +34,7 @@ def register(subparsers: Any) -> None:
                          help="a container instance ARN, its id, or its EC2 / managed instance id")
     subject.add_argument("--incident", metavar="ID", help="an incident id")
     add_source_options(parser)
-    parser.add_argument("--margin-minutes", type=float, default=30.0,
+    parser.add_argument("--margin-minutes", type=number(0, MAX_MARGIN_MINUTES), default=30.0,
                         help="with --incident: ECS events of its node and jobs this long before and after "
                         "it (default 30)")
     parser.add_argument("--json", action="store_true", help="print the timeline as one JSON object")
@@ -48,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except (SourceError, ClientError, BotoCoreError) as exc:
-        print(f"gpu-recovery audit: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return refused(exc)
 
 
 def _run(args: argparse.Namespace) -> int:

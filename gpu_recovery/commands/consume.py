@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpu_recovery.commands.common import add_aws_options, log_level, settings_from
+from consumers.core.errors import ConfigError
+from gpu_recovery.commands.common import add_aws_options, key_value, log_level, number, settings_from
 
 if TYPE_CHECKING:
     from consumers.runtime.kcl_config import DaemonConfig
@@ -60,20 +61,25 @@ def register(subparsers: Any) -> None:
     kcl.add_argument("--prime-leases", action="store_true",
                      help="write missing shard leases before start (skips the KCL's random 1-30 s wait)")
     kcl.add_argument("--lean-jvm", action="store_true", help="small heap, serial GC (tests, small tasks)")
-    kcl.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
+    kcl.add_argument("--property", action="append", default=[], metavar="KEY=VALUE", type=key_value,
                      help="any other daemon property, or an override (repeatable), e.g. maxLeasesForWorker=8")
     kcl.add_argument("--java", default="java", help="java executable (default: java on PATH)")
-    kcl.add_argument("--processor-log-level", default="INFO", type=log_level,
-                     help="log level of the per-shard processors (default: INFO)")
+    kcl.add_argument("--processor-log-level", type=log_level, default="INFO",
+                     help="log level of the per-shard processors (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
     local = parser.add_argument_group("in-process reader (--engine local)")
-    local.add_argument("--poll-interval", type=float, default=1.0, help="seconds between idle polls")
+    local.add_argument("--poll-interval", type=number(0, 3600), default=1.0, help="seconds between idle polls")
+    local.add_argument("--until-idle", action="store_true",
+                       help="drain every shard to its tip, then exit: 0, or 1 if a shard had to stop "
+                       "(catch-up after an outage, tests)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, kinesis_endpoint_url=args.kinesis_endpoint_url)
     if args.engine == "local":
-        return run_local(settings, args.consumer, poll_interval=args.poll_interval)
+        return run_local(settings, args.consumer, poll_interval=args.poll_interval, until_idle=args.until_idle)
+    if args.until_idle:
+        raise ConfigError("--until-idle works with --engine local only (add --engine local)")
     return run_kcl(settings, args)
 
 
@@ -125,7 +131,7 @@ def parse_properties(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise SystemExit(f"gpu-recovery consume: --property wants KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"--property wants KEY=VALUE, got {pair!r} (e.g. --property maxLeasesForWorker=8)")
         parsed[key.strip()] = value.strip()
     return parsed
 
@@ -157,6 +163,11 @@ def run_kcl(settings: Settings, args: argparse.Namespace) -> int:
     print(f"gpu-recovery consume: KCL properties in {properties}", file=sys.stderr, flush=True)
     if args.properties_only:
         return 0
+    jvm_args = kcl_daemon.LEAN_JVM_ARGS if args.lean_jvm else ()
+    try:  # java and the KCL jars first: nothing is touched in AWS when the daemon cannot run
+        command = kcl_daemon.daemon_command(properties, args.java, jvm_args=jvm_args)
+    except kcl_daemon.KclSetupError as exc:
+        raise ConfigError(f"{exc} (or run --engine local, which needs no Java)") from None
     if args.prime_leases:
         from gpu_recovery.aws import AwsClients
 
@@ -190,9 +201,11 @@ def run_forwarding_signals(command: list[str], env: Mapping[str, str]) -> int:
 # --- the in-process reader ------------------------------------------------------------------------
 
 
-def run_local(settings: Settings, consumer: str, *, poll_interval: float) -> int:
-    """Poll every shard until SIGINT/SIGTERM; checkpoints survive a restart."""
+def run_local(settings: Settings, consumer: str, *, poll_interval: float, until_idle: bool = False) -> int:
+    """Poll every shard until SIGINT/SIGTERM (or, ``until_idle``, until every shard is read to its tip);
+    checkpoints survive a restart. 1 when a shard had to stop (a record could not be handled or parked)."""
     from consumers.runtime.kcl_entry import build_handler
+    from consumers.runtime.processor import FatalProcessorError
     from gpu_recovery.aws import AwsClients
     from gpu_recovery.wiring import local_reader
 
@@ -200,17 +213,33 @@ def run_local(settings: Settings, consumer: str, *, poll_interval: float) -> int
     batch_handler = build_handler(consumer, clients, owner="local")
     reader = local_reader(clients, application_name(consumer), batch_handler)
     # The recovery notices expired deadlines while the stream is quiet (the daemon's empty batches).
-    on_idle = getattr(batch_handler, "on_idle", None)
+    on_idle = getattr(batch_handler, "on_idle", None) or (lambda: None)
+    try:
+        if until_idle:
+            delivered = reader.run_until_idle()
+            on_idle()
+            delivered += reader.run_until_idle()  # what noticing the deadlines appended
+            print(f"gpu-recovery consume: {consumer}: {delivered} records read, every shard at its tip",
+                  file=sys.stderr)
+        else:
+            _poll_until_signal(reader, on_idle, poll_interval)
+    except FatalProcessorError as exc:
+        print(f"gpu-recovery consume: {consumer}: a shard had to stop: {exc} (its records stay unread after the "
+              "last checkpoint; fix the cause and run again)", file=sys.stderr)
+        return 1
+    finally:
+        reader.shutdown()
+    return 0
+
+
+def _poll_until_signal(reader: Any, on_idle: Any, poll_interval: float) -> None:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not stop.is_set():
             if reader.poll() == 0:
-                if on_idle is not None:
-                    on_idle()
+                on_idle()
                 stop.wait(poll_interval)
     finally:
-        reader.shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 # gpu_recovery.wiring builds the recovery consumer and its actuators, which replay never reaches:
 # the shared names come from gpu_recovery.apps instead, imported when a command runs (not on --help).
-from gpu_recovery.commands.common import add_aws_options, settings_from
+from gpu_recovery.commands.common import add_aws_options, number, settings_from
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -48,8 +49,17 @@ def open_history(args: argparse.Namespace, settings: Any, now: datetime, client:
     from replay.sources import open_source
 
     factory = partial(kinesis_client, settings) if args.reader == "process" else None
+    if args.source == "stream" and factory is not None:
+        _check_endpoints(settings)  # here, not in the reader process where it would read as a read error
     return open_source(args.source, clients=client, stream_name=settings.stream_name, now=now,
                        since=args.since, until=args.until, kinesis_factory=factory)
+
+
+def _check_endpoints(settings: Any) -> None:
+    from gpu_recovery.aws import check_endpoint
+
+    for url in {settings.kinesis_endpoint_url or settings.endpoint_url} - {None}:
+        check_endpoint(url)
 
 
 def kinesis_client(settings: Any) -> KinesisClient:
@@ -76,7 +86,7 @@ def register(subparsers: Any) -> None:
                         help="with --target live: overwrite even while consumers hold leases")
     parser.add_argument("--prune", action="store_true",
                         help="with --target live: also delete live items the replay did not produce")
-    parser.add_argument("--lease-wait", type=float, default=12.0, metavar="SECONDS",
+    parser.add_argument("--lease-wait", type=number(0, 600), default=12.0, metavar="SECONDS",
                         help="with --target live: how long to watch owned leases for renewals (default 12; "
                         "KCL renews every failover/3 = 3.3 s); 0 counts every owned lease as held")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -101,8 +111,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except (SourceError, TargetError, ClientError, BotoCoreError) as exc:
-        print(f"gpu-recovery replay: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+        return refused(exc)
+
+
+def refused(exc: BaseException) -> int:
+    """What replay (and audit) could not read or write, as one error line with what to check."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from gpu_recovery.commands.common import fail, one_line
+    from replay.targets import TargetError
+
+    if isinstance(exc, ClientError | BotoCoreError):
+        fix = "check --stream-name, --region, --endpoint-url and the AWS credentials' access"
+    else:
+        fix = "check --target" if isinstance(exc, TargetError) else "check --source"
+    return fail(one_line(str(exc)), fix)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,9 +145,12 @@ def _run(args: argparse.Namespace) -> int:
     source = open_history(args, settings, now, clients.client)
     window = None if source.reads_window else TimeWindow(args.since, args.until)
     with ReplayProgress(source, enabled=not args.no_progress) as bar:
+        from consumers.adapters.dynamodb import check_key
         from gpu_recovery.apps import projection_config
 
-        rebuilt = rebuild(source.records(), projection_config(settings), window=window, tick=bar.tick)
+        # Keys the live tables would refuse are left out, as the live projector parks their records.
+        rebuilt = rebuild(source.records(), projection_config(settings), window=window, tick=bar.tick,
+                          check_key=check_key)
     summary: dict[str, Any] = {"source": source.description, "target": target,
                                "stats": rebuilt.stats.as_json(), "items": rebuilt.items_per_table()}
     # Verify before writing: with --target live it reports what the overwrite is about to change.
@@ -132,6 +158,8 @@ def _run(args: argparse.Namespace) -> int:
     if report is not None:
         summary["verify"] = report.as_json()
     summary.update(_write(target, rebuilt, clients, settings, now, args))
+    for key, problem in summary.get("unwritable", {}).items():
+        print(f"gpu-recovery replay: not written: {key}: {problem}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
@@ -144,6 +172,8 @@ def _run(args: argparse.Namespace) -> int:
 def _checked_target(target: str) -> str:
     from replay.targets import TargetError
 
+    if target.startswith("file:") and os.path.isdir(target.removeprefix("file:")):
+        raise TargetError(f"--target {target}: that is a folder; name a file in it, e.g. {target}/tables.json")
     if target in ("shadow", "live", "none") or (target.startswith("file:") and len(target) > len("file:")):
         return target
     raise TargetError(f"--target {target!r}: expected shadow, file:PATH, live or none")
@@ -155,8 +185,8 @@ def _live_allowed(args: argparse.Namespace, clients: AwsClients, settings: Any, 
     from replay.report import print_consumers
 
     if not args.yes:
-        print("gpu-recovery replay: --target live overwrites the live tables; add --yes to confirm "
-              "(or use --target shadow and --verify first)", file=sys.stderr)
+        print("gpu-recovery: error: --target live overwrites the live tables (add --yes to confirm, or use "
+              "--target shadow and --verify first)", file=sys.stderr)
         return False
     check = check_consumers(
         clients.client("dynamodb"), lease_tables=[PROJECTOR_APP, RECOVERY_APP],
@@ -165,8 +195,8 @@ def _live_allowed(args: argparse.Namespace, clients: AwsClients, settings: Any, 
     )
     print_consumers(check, err)
     if check.busy and not args.force:
-        print("gpu-recovery replay: refusing to overwrite the live tables while consumers are running (see "
-              "'active' above); stop them first, or add --force if you know better", file=sys.stderr)
+        print("gpu-recovery: error: refusing to overwrite the live tables while consumers are running (see "
+              "'active' above; stop them first, or add --force if you know better)", file=sys.stderr)
         return False
     if check.busy:
         print("gpu-recovery replay: --force: overwriting although consumers are running", file=sys.stderr)
@@ -210,11 +240,11 @@ def _write(
         create_tables(dynamodb, names)
         report = fill_tables(DynamoProjectionStore(dynamodb, names), rebuilt.state, empty=True)
         return {"written_to": "shadow tables " + ", ".join(names.values()), "shadow_tables": names,
-                "written": report.written}
+                "written": report.written, "unwritable": report.unwritable}
     names = settings.projection_tables()
     store = DynamoProjectionStore(dynamodb, names)
     report = fill_tables(store, rebuilt.state, empty=False)
     if args.prune:
         prune_tables(dynamodb, names, rebuilt.state, store.scan_table, report)
     return {"written_to": "live tables " + ", ".join(names.values()), "written": report.written,
-            "deleted": report.deleted, "conflicts": report.conflicts}
+            "deleted": report.deleted, "conflicts": report.conflicts, "unwritable": report.unwritable}

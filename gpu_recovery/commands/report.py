@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from gpu_recovery.commands.common import add_aws_options, settings_from
+from gpu_recovery.commands.common import add_aws_options, fail, number, settings_from
 
 DEFAULT_LOOKBACK = "1h"
 
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--lookback", default=DEFAULT_LOOKBACK, metavar="AGE",
                         help="also read this much before --since, so incidents in range find the task "
                         f"failures that opened them (default {DEFAULT_LOOKBACK})")
-    parser.add_argument("--lemon-threshold", type=int, default=2, metavar="N",
+    parser.add_argument("--lemon-threshold", type=number(1, integer=True), default=2, metavar="N",
                         help="hardware faults in the range that flag a node as a lemon (default 2)")
     parser.add_argument("--html", metavar="PATH", help="also write a self-contained HTML page with charts")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
         until = parse_when(args.until, now) if args.until else None
         lookback = now - parse_when(args.lookback, now)
     except ValueError as exc:
-        print(f"gpu-recovery report: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), "--since/--until take an ISO 8601 time or an age (2h, 7d); --lookback an age")
     from botocore.exceptions import BotoCoreError, ClientError
 
     from replay.sources import SourceError
@@ -57,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = _build(args, now, since, until, lookback)
     except SourceError as exc:
-        print(f"gpu-recovery report: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), "check --source")
     except (ClientError, BotoCoreError) as exc:  # no such stream or bucket, no access, ...
         print(f"gpu-recovery report: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from gpu_recovery.commands.common import add_aws_options, settings_from
+from gpu_recovery.commands.common import add_aws_options, fail, number, settings_from
+
+MAX_SECONDS = 366 * 86400
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -36,9 +38,11 @@ def register(subparsers: Any) -> None:
     start.add_argument("--from-start", action="store_true", help="start at the oldest record (TRIM_HORIZON)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line, for piping")
     parser.add_argument("--consumer-arn", help="an enhanced fan-out consumer registered on the stream")
-    parser.add_argument("--max-events", type=int, metavar="N", help="stop after N matching events")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this many seconds")
-    parser.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--max-events", type=number(1, integer=True), metavar="N",
+                        help="stop after N matching events")
+    parser.add_argument("--timeout", type=number(0, MAX_SECONDS), metavar="SECONDS",
+                        help="stop after this many seconds")
+    parser.add_argument("--poll-interval", type=number(0, 3600), default=1.0, metavar="SECONDS",
                         help="polling: wait between empty rounds (default 1; Kinesis allows 5 reads/s/shard)")
     parser.set_defaults(handler=run)
 
@@ -57,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             start = StartAt("AT_TIMESTAMP", parse_when(args.since, datetime.now(UTC)))
         except ValueError as exc:
-            print(f"gpu-recovery tail: --since {exc}", file=sys.stderr)
-            return 2
+            return fail(f"--since {exc}", "e.g. --since 15m or --since 2026-11-28T10:00:00Z")
     else:
         start = StartAt("TRIM_HORIZON" if args.from_start else "LATEST")
     should_stop, count = stop_after(max_events=args.max_events, timeout_s=args.timeout)

@@ -7,6 +7,7 @@ object may be gzip whatever its name. Nothing here holds more than one line.
 from __future__ import annotations
 
 import gzip
+import zlib
 import io
 import json
 import re
@@ -49,13 +50,18 @@ def records_of_stream(stream: io.BufferedReader, where: str) -> Iterator[RawReco
     lines: Iterable[bytes] = stream
     if stream.peek(2)[:2] == GZIP_MAGIC:
         lines = gzip.GzipFile(fileobj=stream, mode="rb")
-    for number, line in enumerate(lines, start=1):
-        parts = split_objects(line)
-        if len(parts) == 1:
-            yield RawRecord(f"{where}:{number}", parts[0])
-        else:
-            for k, part in enumerate(parts, start=1):
-                yield RawRecord(f"{where}:{number}#{k}", part)
+    number = 0
+    try:
+        for number, line in enumerate(lines, start=1):
+            parts = split_objects(line)
+            if len(parts) == 1:
+                yield RawRecord(f"{where}:{number}", parts[0])
+            else:
+                for k, part in enumerate(parts, start=1):
+                    yield RawRecord(f"{where}:{number}#{k}", part)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a cut-off upload, or not gzip after all
+        raise SourceError(f"{where} is not a whole gzip file: {exc} (after line {number}); re-fetch it or move it "
+                          "out of the source") from None
 
 
 class CountingReader(io.RawIOBase):

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore, create_tables
 from consumers.adapters.memory import InMemoryParkingLot, InMemoryProjectionStore
+from consumers.adapters.metrics import NAMESPACE, CloudWatchMetrics
+from consumers.core.errors import TransientError
 from consumers.core.ports import StreamRecord
-from consumers.core.projection import JOB, TASK, ProjectionConfig
-from consumers.projector import Projector
+from consumers.core.projection import JOB, KEY_ATTRIBUTE, TASK, ProjectionConfig
+from consumers.projector import PARKING_FAILED, ParkingFailed, Projector
 from tests.factories import task_arn, task_event
+from tests.hostile import HOSTILE
 
 TABLES = {"ecs_task": "ecs_task", "ecs_job": "ecs_job", "ecs_node": "ecs_node", "parked": "parked"}
 
@@ -135,3 +140,98 @@ def test_a_write_lost_between_two_puts_heals_on_redelivery() -> None:
     # THEN the job has the task although the task item was already current
     (job,) = store.table(JOB)
     assert list(job["tasks"]) == [task_arn(1)]
+
+
+# --- one bad record never stalls the batch -----------------------------------------------------------
+
+
+def _stored_keys(store: DynamoProjectionStore, table: str) -> list[str]:
+    return sorted(str(item[KEY_ATTRIBUTE[table]]) for item in store.scan_table(table))
+
+
+def test_a_record_whose_fold_raises_is_parked_whole_and_the_records_around_it_applied(dynamo_projector: Any) -> None:
+    projector, store, parking = dynamo_projector
+    # GIVEN a completed task in year 9999: its fold writes the task, then fails on the job's expiry
+    hostile = HOSTILE["time_in_year_9999"]()
+    batch = records(task_event(1, version=2), hostile, task_event(2, node=2, version=2))
+    # WHEN projected
+    report = projector.handle_batch(batch)
+    # THEN the good tasks are applied, nothing of the bad one (not even its task), which is parked
+    assert _stored_keys(store, TASK) == [task_arn(1), task_arn(2)]
+    assert _stored_keys(store, JOB) == ["job:alpha"]
+    (row,) = parking.list("projector")
+    assert (row["sequence_number"], row["reason_kind"], row["error_type"]) == ("1001", "fold_error", "OverflowError")
+    assert row["position"] == "record 2/3 of its batch"
+    assert (report.applied, report.parked) == (2, 1)
+
+
+def test_an_item_dynamodb_would_refuse_is_parked_before_anything_of_it_is_written(dynamo_projector: Any) -> None:
+    projector, store, parking = dynamo_projector
+    # GIVEN a task whose group is 3,000 characters (its job's key would be over DynamoDB's 2,048 bytes)
+    batch = records(HOSTILE["group_of_3000_characters"](), task_event(1, version=2))
+    report = projector.handle_batch(batch)
+    # THEN its task item was not written either, and the reason names the limit
+    assert _stored_keys(store, TASK) == [task_arn(1)]
+    (row,) = parking.list("projector")
+    assert row["reason_kind"] == "unwritable" and "2048" in row["reason"]
+    assert report.parked_by_kind == {"unwritable": 1}
+
+
+def test_many_bad_records_in_one_batch_each_parked_every_good_one_applied(dynamo_projector: Any) -> None:
+    projector, store, parking = dynamo_projector
+    bad = [HOSTILE[name]() for name in ("time_0001_01_01_plus_one_hour", "empty_task_arn",
+                                        "detail_version_10_to_the_40", "lone_surrogate_in_group")]
+    goods = [task_event(n, node=n, version=2) for n in range(1, 6)]
+    batch = records(*[body for pair in zip(goods, [*bad, None], strict=True) for body in pair if body is not None])
+    report = projector.handle_batch(batch)
+    assert _stored_keys(store, TASK) == sorted(task_arn(n) for n in range(1, 6))
+    assert sorted(r["sequence_number"] for r in parking.list()) == ["1001", "1003", "1005", "1007"]
+    assert (report.applied, report.parked) == (5, 4)
+
+
+def test_a_store_that_fails_is_not_the_records_fault(dynamo_projector: Any, dynamodb: Any) -> None:
+    projector, _, parking = dynamo_projector
+    # GIVEN a projection table that is gone (an infrastructure fault, not the record's)
+    dynamodb.delete_table(TableName="ecs_job")
+    # WHEN a good record is projected THEN the error stops the batch (no checkpoint) and nothing is parked
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        projector.handle_batch(records(task_event(1, version=2)))
+    assert parking.list() == []
+
+
+def test_a_record_that_cannot_be_parked_stops_the_shard_with_an_alarm_metric(dynamodb: Any) -> None:
+    create_tables(dynamodb, TABLES)
+    cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+    store = DynamoProjectionStore(dynamodb, {k: v for k, v in TABLES.items() if k != "parked"})
+    # GIVEN a parking lot whose table does not exist
+    projector = Projector(store, DynamoParkingLot(dynamodb, "no-such-table"), ProjectionConfig(),
+                          metrics=CloudWatchMetrics(cloudwatch))
+    # WHEN a bad record comes THEN the batch fails loudly (the processor stops without a checkpoint) ...
+    with pytest.raises(ParkingFailed, match="could not be parked"):
+        projector.handle_batch(records(b"garbage", task_event(1, version=2)))
+    # ... and the ParkingFailed metric is published at once, for the alarm
+    names = [m["MetricName"] for m in cloudwatch.list_metrics(Namespace=NAMESPACE)["Metrics"]]
+    assert names == [PARKING_FAILED]
+
+
+class _ThrottledOnce(InMemoryParkingLot):
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttled = False
+
+    def park(self, records: Any) -> None:
+        if not self.throttled:
+            self.throttled = True
+            raise TransientError("ProvisionedThroughputExceededException")
+        super().park(records)
+
+
+def test_a_throttled_parking_lot_is_retried_with_the_batch_not_counted_as_unparkable() -> None:
+    parking = _ThrottledOnce()
+    projector = Projector(InMemoryProjectionStore(), parking, ProjectionConfig())
+    batch = records(b"garbage", task_event(1, version=2))
+    with pytest.raises(TransientError):
+        projector.handle_batch(batch)
+    # WHEN the processor delivers the batch again THEN the bad record is parked once, the good one applied
+    report = projector.handle_batch(batch)
+    assert [r.sequence_number for r in parking.records] == ["1000"] and report.applied == 1
