@@ -30,11 +30,19 @@ def build_projector(clients: AwsClients) -> Projector:
     dynamodb = clients.client("dynamodb")
     return Projector(
         DynamoProjectionStore(dynamodb, settings.projection_tables()),
-        DynamoParkingLot(dynamodb, settings.parked_table),
+        parking_lot(clients),
         projection_config(settings),
         consumer="projector",
         metrics=metrics(clients),
     )
+
+
+def parking_lot(clients: AwsClients) -> DynamoParkingLot:
+    """Parked records; one bigger than an item keeps its head here and the whole in the archive bucket."""
+    settings = clients.settings
+    s3 = clients.client("s3") if settings.parked_archive_bucket else None
+    return DynamoParkingLot(clients.client("dynamodb"), settings.parked_table, s3=s3,
+                            archive_bucket=settings.parked_archive_bucket)
 
 
 def metrics(clients: AwsClients) -> Metrics:
@@ -133,7 +141,7 @@ def build_recovery(
         wrap_writer(stream_writer(clients)),
         wrap_actuator(actuator),
         DynamoLedger(dynamodb, settings.ledger_table, retention_s=settings.ttl_days * 86_400),
-        DynamoParkingLot(dynamodb, settings.parked_table),
+        parking_lot(clients),
         clock=clock or (lambda: datetime.now(UTC)),
         owner=owner,
         dry_run=settings.dry_run,

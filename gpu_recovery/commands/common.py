@@ -85,13 +85,6 @@ def endpoint_url(text: str) -> str:
     return text
 
 
-def log_level(text: str) -> str:
-    level = text.strip().upper()
-    if level not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
-    return level
-
-
 def number(low: float | None = None, high: float | None = None, *, integer: bool = False) -> Callable[[str], Any]:
     """A finite number within [low, high] (nan, inf and absurd values are refused, not crashed on later)."""
 

@@ -163,10 +163,10 @@ def run_kcl(settings: Settings, args: argparse.Namespace) -> int:
     print(f"gpu-recovery consume: KCL properties in {properties}", file=sys.stderr, flush=True)
     if args.properties_only:
         return 0
-    jvm_args = kcl_daemon.LEAN_JVM_ARGS if args.lean_jvm else ()
+    jvm_args = kcl_java.LEAN_JVM_ARGS if args.lean_jvm else ()
     try:  # java and the KCL jars first: nothing is touched in AWS when the daemon cannot run
-        command = kcl_daemon.daemon_command(properties, args.java, jvm_args=jvm_args)
-    except kcl_daemon.KclSetupError as exc:
+        command = kcl_java.daemon_command(properties, args.java, jvm_args=jvm_args)
+    except kcl_java.KclSetupError as exc:
         raise ConfigError(f"{exc} (or run --engine local, which needs no Java)") from None
     if args.prime_leases:
         from gpu_recovery.aws import AwsClients

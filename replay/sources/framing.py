@@ -7,14 +7,14 @@ object may be gzip whatever its name. Nothing here holds more than one line.
 from __future__ import annotations
 
 import gzip
-import zlib
 import io
 import json
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from replay.sources.base import RawRecord
+from replay.sources.base import RawRecord, SourceError
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20

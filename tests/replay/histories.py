@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from events_schema.envelope import EventData, Subject
 from events_schema.commands import command_from_v1
+from events_schema.envelope import EventData, Subject
 from events_schema.events import (
     ActionOutcome,
     DecisionRecorded,
