@@ -58,7 +58,13 @@ from consumers.core.recovery.decide import (
 from consumers.core.recovery.model import Timer
 from consumers.core.recovery.record import timer_of
 from consumers.core.recovery.view import ALL_NODES, FLEET_KEY, NeedMore, View
-from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
+from events_schema.aws import (
+    AwsHealthEvent,
+    ContainerInstanceHealthChange,
+    ContainerInstanceStateChange,
+    Ec2InstanceStateChange,
+    TaskStateChange,
+)
 from events_schema.commands import REPEATABLE, CommandModel, StartTask
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import Envelope, OurEvent, Subject, make_envelope
@@ -198,6 +204,9 @@ class RecoveryConsumer:
         return items
 
     def _input(self, record: StreamRecord, event: StreamEvent) -> _Item | None:
+        if isinstance(event, AwsHealthEvent | Ec2InstanceStateChange):
+            # Account-wide (no rule can name the cluster's instances): the core acts on instances it knows.
+            return self._timely(record, event, EcsInput(event, iso(event.time)))
         if isinstance(event, ECS_EVENTS):
             if event.detail.clusterArn != self._config.cluster_arn:
                 self._metrics.count("ForeignClusterEvents", 1)
@@ -420,11 +429,14 @@ def _first_keys(inputs: Sequence[Input]) -> set[RecordKey]:
     keys: set[RecordKey] = set()
     for item in inputs:
         if isinstance(item, EcsInput):
-            if isinstance(item.event, TaskStateChange):
-                keys.add(("task", item.event.detail.taskArn))
-            node = item.event.detail.containerInstanceArn
-            if node:
-                keys.add(("node", node))
+            event = item.event
+            if isinstance(event, AwsHealthEvent | Ec2InstanceStateChange):
+                keys.update(("instance", i) for i in event.instance_ids)
+                continue
+            if isinstance(event, TaskStateChange):
+                keys.add(("task", event.detail.taskArn))
+            if event.detail.containerInstanceArn:
+                keys.add(("node", event.detail.containerInstanceArn))
         elif isinstance(item, ReportInput):
             keys.add(("node", item.report.node_arn))
             if item.report.incident_id:

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from consumers.core.clocktext import iso
@@ -304,6 +304,33 @@ class FleetSimulator:
         event = self._envelope("ECS Container Instance Health Change", node.arn, detail)
         event["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{node.arn}/health/{self._health_events}"))
         return event
+
+    def scheduled_change_event(self, node: SimNode, code: str, start: datetime, end: datetime | None) -> dict[str, Any]:
+        """An AWS Health event for an EC2 scheduled change on the node's instance (as the docs show it)."""
+        def health_time(moment: datetime) -> str:
+            return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+        event_arn = f"arn:aws:health:{self.region}::event/EC2/{code}/{code}_{uuid.uuid4().hex[:12]}"
+        detail: dict[str, Any] = {
+            "eventArn": event_arn, "service": "EC2", "eventTypeCode": code, "eventTypeCategory": "scheduledChange",
+            "eventScopeCode": "ACCOUNT_SPECIFIC", "startTime": health_time(start), "statusCode": "upcoming",
+            "lastUpdatedTime": health_time(self.clock.now()), "eventRegion": self.region,
+            "eventDescription": [{"language": "en_US", "latestDescription": f"Scheduled {code} for your instance."}],
+            "affectedEntities": [{"entityValue": node.instance_id, "status": "PENDING"}],
+            "affectedAccount": self.account_id,
+        }
+        if end is not None:
+            detail["endTime"] = health_time(end)
+        return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "AWS Health Event", "source": "aws.health",
+                "account": self.account_id, "time": self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "region": self.region, "resources": [node.instance_id], "detail": detail}
+
+    def instance_state_event(self, node: SimNode, state: str) -> dict[str, Any]:
+        return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "EC2 Instance State-change Notification",
+                "source": "aws.ec2", "account": self.account_id,
+                "time": self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"), "region": self.region,
+                "resources": [f"arn:aws:ec2:{self.region}:{self.account_id}:instance/{node.instance_id}"],
+                "detail": {"instance-id": node.instance_id, "state": state}}
 
     def node_event(self, node: SimNode) -> dict[str, Any]:
         detail = {

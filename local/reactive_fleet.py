@@ -173,6 +173,33 @@ class ReactiveFleet(FleetSimulator):
                        Subject(node=node.arn))
         elif event.type == "forged_report" and node is not None:
             self._forged_report(node, event.verdict)
+        elif event.type == "aws_health" and node is not None:
+            self._scheduled_change(node, event)
+        elif event.type == "instance_state" and node is not None:
+            self.instance_stops(node, event.state)
+
+    def _scheduled_change(self, node: SimNode, event: EventSpec) -> None:
+        """AWS announces a change for the window [start, end] (seconds from now), then carries it out."""
+        start = self.clock.now() + timedelta(seconds=event.start if event.start is not None else 86_400)
+        end = self.clock.now() + timedelta(seconds=event.end) if event.end is not None else None
+        self.emit([self.scheduled_change_event(node, event.code, start, end)])
+        delay = (start - self.clock.now()).total_seconds()
+        if "REBOOT" in event.code:
+            self.at(delay, lambda: self._reboot(node), "scheduled reboot")
+        else:
+            self.at(delay, lambda: self.instance_stops(node, "stopped"), "scheduled stop")
+
+    def instance_stops(self, node: SimNode, state: str) -> None:
+        """The instance stops or terminates outside recovery: its tasks stop, its agent drops."""
+        if node.status == "INACTIVE":
+            return  # already gone (replaced ahead of the window)
+        victims = [t for t in self.tasks.values() if t.node_arn == node.arn and t.last_status != "STOPPED"]
+        self.emit([self.instance_state_event(node, "stopping" if state == "stopped" else "shutting-down")])
+        self.emit([self.advance_task(t, "STOPPED", stop_code="TerminationNotice",
+                                     stopped_reason=f"Host EC2 (instance {node.instance_id}) {state}")
+                   for t in victims])
+        self.emit([self.instance_state_event(node, state)])
+        self.set_node(node, agent_connected=False, status="INACTIVE" if state == "terminated" else node.status)
 
     def _ours(self, data: Any, subject: Subject) -> None:
         self.reports.append([make_envelope(data, event_id=str(uuid.uuid4()), time=self.clock.now(),

@@ -30,12 +30,20 @@ from consumers.core.recovery.model import (
     HealthRegister,
     Job,
     Node,
+    ScheduledChange,
     TaskRecord,
     merge_codes,
     rank_code,
 )
 from consumers.core.recovery.view import View
-from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskDetail, TaskStateChange
+from events_schema.aws import (
+    AwsHealthEvent,
+    ContainerInstanceHealthChange,
+    ContainerInstanceStateChange,
+    Ec2InstanceStateChange,
+    TaskDetail,
+    TaskStateChange,
+)
 
 
 @dataclass(frozen=True)
@@ -266,3 +274,39 @@ def apply_health(view: View, event: ContainerInstanceHealthChange) -> Node | Non
     if changed:
         view.touch(("node", node.arn), "facts")
     return node if changed else None
+
+
+# --- AWS's own events about instances -----------------------------------------------------------
+
+
+def apply_ec2_state(view: View, event: Ec2InstanceStateChange) -> list[Node]:
+    """An instance stopped or terminated: the node knows (the rule routes no other state)."""
+    changed = []
+    at = iso(event.time)
+    for instance_id in event.instance_ids:
+        node = view.node_for_instance(instance_id)
+        if node is None or node.facts.ec2_state_at >= at:
+            continue  # not ours, or an older change
+        node.facts.ec2_state, node.facts.ec2_state_at = event.detail.state, at
+        view.touch(("node", node.arn), "facts")
+        changed.append(node)
+    return changed
+
+
+def apply_scheduled(view: View, event: AwsHealthEvent) -> list[Node]:
+    """AWS scheduled a change on an instance (retirement, reboot maintenance, stop): the node knows."""
+    detail = event.detail
+    if detail.eventTypeCategory != "scheduledChange" or detail.statusCode == "closed":
+        return []
+    end = detail.end_time
+    change = ScheduledChange(code=detail.eventTypeCode, start=iso(detail.start_time), end=iso(end) if end else None,
+                             event_arn=detail.eventArn)
+    changed = []
+    for instance_id in event.instance_ids:
+        node = view.node_for_instance(instance_id)
+        if node is None or node.facts.maintenance.get(detail.eventArn) == change:
+            continue
+        node.facts.maintenance[detail.eventArn] = change
+        view.touch(("node", node.arn), "facts")
+        changed.append(node)
+    return changed

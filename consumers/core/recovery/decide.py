@@ -17,7 +17,14 @@ from typing import Any
 
 from consumers.core.clocktext import parse_iso
 from consumers.core.recovery import fleet, incidents, jobs, nodes, notices
-from consumers.core.recovery.apply import apply_health, apply_node, apply_tags, apply_task
+from consumers.core.recovery.apply import (
+    apply_ec2_state,
+    apply_health,
+    apply_node,
+    apply_scheduled,
+    apply_tags,
+    apply_task,
+)
 from consumers.core.recovery.config import PolicyConfig
 from consumers.core.recovery.context import Ctx, Effects
 from consumers.core.recovery.job_steps import cancel
@@ -25,7 +32,13 @@ from consumers.core.recovery.model import IN_RECOVERY, Timer
 from consumers.core.recovery.record import record_changes
 from consumers.core.recovery.restarts import on_rank_started
 from consumers.core.recovery.view import Key, View
-from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
+from events_schema.aws import (
+    AwsEventModel,
+    ContainerInstanceHealthChange,
+    ContainerInstanceStateChange,
+    Ec2InstanceStateChange,
+    TaskStateChange,
+)
 from events_schema.commands import ListTagsForResource
 from events_schema.envelope import Subject
 from events_schema.events import (
@@ -42,7 +55,10 @@ SETTLE_LIMIT = 10_000
 
 @dataclass(frozen=True)
 class EcsInput:
-    event: TaskStateChange | ContainerInstanceStateChange | ContainerInstanceHealthChange
+    """An event AWS delivered: ECS's task, container instance and health events, AWS Health's scheduled
+    changes, EC2's instance state changes."""
+
+    event: AwsEventModel
     at: str
 
 
@@ -124,9 +140,14 @@ def _ecs(ctx: Ctx, item: EcsInput) -> None:
         node_seen = apply_node(ctx.view, event)
         if node_seen is not None:
             ctx.mark(("node", node_seen.node.arn))
-    else:
+    elif isinstance(event, ContainerInstanceHealthChange):
         node = apply_health(ctx.view, event)
         if node is not None:
+            ctx.mark(("node", node.arn))
+    else:
+        changed = apply_ec2_state(ctx.view, event) if isinstance(event, Ec2InstanceStateChange) else \
+            apply_scheduled(ctx.view, event)
+        for node in changed:
             ctx.mark(("node", node.arn))
 
 

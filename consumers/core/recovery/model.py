@@ -260,6 +260,7 @@ class NodePlan(_Record):
     lost_handled: str | None = None
     attribute_acted: str | None = None
     maintenance_acted: list[str] = Field(default_factory=list)
+    maintenance_notified: list[str] = Field(default_factory=list)
     timer: Timer | None = None
 
 

@@ -47,6 +47,7 @@ def reconcile(ctx: Ctx, arn: str) -> None:
         incidents.reboot_progress(ctx, incident, node)
     _health_signals(ctx, node)
     _operator_attribute(ctx, node)
+    _announce(ctx, node)
     _maintenance(ctx, node)
     _lost(ctx, node)
 
@@ -137,19 +138,20 @@ def _operator_attribute(ctx: Ctx, node: Node) -> None:
 # --- AWS scheduled maintenance -----------------------------------------------------------------------
 
 
-def scheduled(ctx: Ctx, node: Node, change: ScheduledChange) -> None:
-    if change.event_arn in node.facts.maintenance:
-        return
-    node.facts.maintenance[change.event_arn] = change
-    ctx.view.touch(key(node.arn), "facts")
-    jobs = [j.job_id for j in busy_jobs(ctx, node)]
-    notices.notify(ctx, "maintenance_scheduled", cause=change.code, nodes=[node.arn], jobs=jobs,
-                   summary=f"AWS scheduled {change.code} on node {short(node.arn)} ({node.facts.instance_id}) from "
-                   f"{change.start or '?'} to {change.end or '?'}",
-                   next_step=f"Checkpoint before {change.start or 'the window'}; recovery drains the node "
-                   f"{int(ctx.config.maintenance_lead.total_seconds() // 60)} min ahead"
-                   + (" and replaces it" if ctx.config.replace_instances else "") + ".")
-    ctx.mark(key(node.arn))
+def _announce(ctx: Ctx, node: Node) -> None:
+    """Tell the owners of the node's jobs once per scheduled change, when to checkpoint."""
+    for change in sorted(node.facts.maintenance.values(), key=lambda c: (c.start or "", c.event_arn)):
+        if change.event_arn in node.plan.maintenance_notified:
+            continue
+        node.plan.maintenance_notified = [*node.plan.maintenance_notified, change.event_arn][-20:]
+        ctx.changed(key(node.arn))
+        jobs = [j.job_id for j in busy_jobs(ctx, node)]
+        lead = int(ctx.config.maintenance_lead.total_seconds() // 60)
+        notices.notify(ctx, "maintenance_scheduled", cause=change.code, nodes=[node.arn], jobs=jobs,
+                       summary=f"AWS scheduled {change.code} on node {short(node.arn)} ({node.facts.instance_id}) "
+                       f"from {change.start or '?'} to {change.end or '?'}",
+                       next_step=f"Checkpoint before {change.start or 'the window'}; recovery drains the node {lead} "
+                       "min ahead" + (" and replaces it" if ctx.config.replace_instances else "") + ".")
 
 
 def _maintenance(ctx: Ctx, node: Node) -> None:
@@ -201,7 +203,8 @@ def timer_due(ctx: Ctx, node: Node, kind: str) -> None:
 
 def _lost(ctx: Ctx, node: Node) -> None:
     state = node.facts.ec2_state
-    if state not in LOST_STATES or node.plan.lost_handled == node.facts.ec2_state_at:
+    if state not in LOST_STATES or node.plan.lost_handled == node.facts.ec2_state_at \
+            or node.plan.repair in OUT_OF_SERVICE:
         return
     incident = ctx.view.incident(node.plan.incident_id) if node.plan.incident_id else None
     if incident is not None and (incident.phase == "REBOOTING" or incident.replacing):

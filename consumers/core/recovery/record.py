@@ -10,11 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumers.core.recovery.apply import apply_health, apply_node, apply_tags, apply_task
+from consumers.core.recovery.apply import (
+    apply_ec2_state,
+    apply_health,
+    apply_node,
+    apply_scheduled,
+    apply_tags,
+    apply_task,
+)
 from consumers.core.recovery.context import Ctx
 from consumers.core.recovery.model import Fleet, Incident, Job, JobPlan, Node, NodePlan, Timer
 from consumers.core.recovery.view import FLEET_KEY, Key, View
-from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
+from events_schema.aws import (
+    AwsHealthEvent,
+    ContainerInstanceHealthChange,
+    ContainerInstanceStateChange,
+    Ec2InstanceStateChange,
+    TaskStateChange,
+)
 from events_schema.decode import StreamEvent
 from events_schema.envelope import OurEvent, Subject
 from events_schema.events import RecoveryRecorded, TaskTagsCaptured
@@ -75,6 +88,10 @@ def fold_event(view: View, event: StreamEvent, rules: Any) -> None:
         apply_node(view, event)
     elif isinstance(event, ContainerInstanceHealthChange):
         apply_health(view, event)
+    elif isinstance(event, Ec2InstanceStateChange):
+        apply_ec2_state(view, event)
+    elif isinstance(event, AwsHealthEvent):
+        apply_scheduled(view, event)
     elif isinstance(event, OurEvent) and isinstance(event.data, RecoveryRecorded):
         fold_recorded(view, event.data)
     elif isinstance(event, OurEvent) and isinstance(event.data, TaskTagsCaptured):
