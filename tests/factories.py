@@ -82,7 +82,7 @@ def task_event(
 
 def node_event(
     node: int, *, version: int = 1, connected: bool = True, status: str = "ACTIVE",
-    when: datetime | None = None, gpus: int = 8, instance_id: str | None = None,
+    when: datetime | None = None, gpus: int = 8, instance_id: str | None = None, remaining: int | None = None,
 ) -> dict[str, Any]:
     moment = when or at(version)
     detail = {
@@ -98,6 +98,10 @@ def node_event(
         ],
         "updatedAt": _iso(moment),
     }
+    if remaining is not None:  # ECS's remainingResources: the GPUs no task holds
+        detail["remainingResources"] = [
+            {"name": "GPU", "type": "STRINGSET", "stringSetValue": [f"GPU-{g}" for g in range(gpus - remaining, gpus)]}
+        ]
     return _aws("ECS Container Instance State Change", node_arn(node), detail, moment, version)
 
 

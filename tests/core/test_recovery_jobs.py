@@ -8,7 +8,7 @@ import pytest
 
 from consumers.core.recovery.model import FAILED_BIT
 from tests.core.recovery_world import World
-from tests.factories import at, node_arn, task_arn, task_event
+from tests.factories import at, node_arn, node_event, task_arn, task_event
 
 
 def failed_job(world: World, nodes: int = 3) -> None:
@@ -157,6 +157,25 @@ def test_capacity_freed_by_another_job_finishing_is_taken_at_once() -> None:
     assert sorted(o.command.target for o in world.commands(step="restart")) == [node_arn(1), node_arn(3)]
 
 
+def test_gpus_freed_in_a_later_node_event_are_taken_by_the_waiting_job() -> None:
+    # GIVEN alpha waits for capacity; node 3 runs beta and ECS says it has no GPU left
+    world = World()
+    world.nodes(3)
+    world.ecs(node_event(3, version=2, remaining=0))
+    world.job([(1, 1), (2, 2)])
+    world.job([(7, 3)], group="job:beta")
+    world.fails(2, 2, when=100)
+    world.stopped_by_us(1, 1, when=102)
+    check_passes(world, 2, "hardware_fault", "quarantine", xids=[79])
+    # WHEN beta's user stops it: the task event first, then (later, as ECS does) the GPUs released
+    world.stopped_by_user(7, 3, when=2000, group="job:beta")
+    assert world.job_of("job:beta").phase == "STOPPED_BY_USER"
+    assert world.commands(step="restart") == []
+    world.ecs(node_event(3, version=3, remaining=8, when=at(2001)))
+    # THEN alpha restarts at once, on node 1 and node 3
+    assert sorted(o.command.target for o in world.commands(step="restart")) == [node_arn(1), node_arn(3)]
+
+
 def test_two_jobs_restarting_at_once_never_share_a_spare() -> None:
     # GIVEN two 1-rank jobs on nodes 1 and 2, one spare (node 3); both nodes quarantined at once
     world = World()
@@ -173,6 +192,24 @@ def test_two_jobs_restarting_at_once_never_share_a_spare() -> None:
     restarts = world.commands(step="restart")
     assert [o.command.target for o in restarts] == [node_arn(3)]
     assert sorted(world.job_of(j).phase for j in ("job:a", "job:b")) == ["RESTARTING", "WAITING_CAPACITY"]
+
+
+def test_a_recovering_jobs_idle_nodes_stay_its_own_even_when_its_tasks_came_before_its_nodes() -> None:
+    # GIVEN job alpha's ranks were seen before any event of their nodes (another shard), then the nodes
+    world = World(breaker_fraction=0.5)
+    world.job([(1, 1), (2, 2)])
+    world.nodes(4)
+    world.job([(7, 3)], group="job:beta")
+    # AND alpha waits for node 2's check while beta loses node 3 (quarantined)
+    world.fails(2, 2, when=100)
+    world.stopped_by_us(1, 1, when=102)
+    world.fails(7, 3, when=110, reason="Xid 79", group="job:beta")
+    world.settle_orders()
+    world.report("hardware_fault", "quarantine", node=3, xids=[79])
+    world.settle_orders()
+    # THEN beta restarts on the real spare (node 4), never on alpha's idle node 1
+    assert [o.command.target for o in world.commands(step="restart")] == [node_arn(4)]
+    assert world.node(1).plan.holds["job:alpha"].gpus == 8
 
 
 def test_small_ranks_share_a_node_up_to_its_gpus() -> None:

@@ -221,6 +221,7 @@ class NodeSeen:
     disconnected: bool
     reconnected: bool
     attributes_changed: bool
+    freed: bool = False
 
 
 def apply_node(view: View, event: ContainerInstanceStateChange) -> NodeSeen | None:
@@ -234,6 +235,7 @@ def apply_node(view: View, event: ContainerInstanceStateChange) -> NodeSeen | No
     if facts.ecs_version >= detail.version:
         return None  # a duplicate or a stale event
     was_gpu, was_connected, old_attributes = facts.gpu_node, facts.agent_connected, dict(facts.attributes)
+    was_remaining, was_status = facts.gpus_remaining, facts.status
     facts.ecs_version = detail.version
     facts.cluster_arn = detail.clusterArn
     facts.instance_id = detail.ec2InstanceId or facts.instance_id
@@ -249,7 +251,11 @@ def apply_node(view: View, event: ContainerInstanceStateChange) -> NodeSeen | No
         facts.last_connect_at = at
     facts.agent_connected = detail.agentConnected
     view.touch(("node", node.arn), "facts")
-    return NodeSeen(node, first, was_gpu, disconnected, reconnected, facts.attributes != old_attributes)
+    # ECS releases a stopped task's GPUs in a later container-instance event than the task's own: that
+    # event, not the task's, is when a waiting job can have them.
+    freed = (facts.gpus_remaining or 0) > (was_remaining or 0) or (facts.status == "ACTIVE" != was_status) \
+        or reconnected
+    return NodeSeen(node, first, was_gpu, disconnected, reconnected, facts.attributes != old_attributes, freed)
 
 
 def apply_health(view: View, event: ContainerInstanceHealthChange) -> Node | None:

@@ -31,7 +31,7 @@ from consumers.core.recovery.job_steps import cancel
 from consumers.core.recovery.model import IN_RECOVERY, Timer
 from consumers.core.recovery.record import record_changes
 from consumers.core.recovery.restarts import on_rank_started
-from consumers.core.recovery.view import Key, View
+from consumers.core.recovery.view import FLEET_KEY, Key, View
 from events_schema.aws import (
     AwsEventModel,
     ContainerInstanceHealthChange,
@@ -140,6 +140,8 @@ def _ecs(ctx: Ctx, item: EcsInput) -> None:
         node_seen = apply_node(ctx.view, event)
         if node_seen is not None:
             ctx.mark(("node", node_seen.node.arn))
+            if node_seen.freed:
+                ctx.mark(FLEET_KEY)
     elif isinstance(event, ContainerInstanceHealthChange):
         node = apply_health(ctx.view, event)
         if node is not None:

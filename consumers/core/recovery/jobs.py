@@ -31,7 +31,7 @@ from consumers.core.recovery.job_steps import (
     stop_live_ranks,
     stop_rank,
 )
-from consumers.core.recovery.model import IN_RECOVERY, TERMINAL, Hold, Incident, Job
+from consumers.core.recovery.model import IN_RECOVERY, TERMINAL, Hold, Incident, Job, Node
 from events_schema.commands import ListTagsForResource
 from events_schema.envelope import Subject
 
@@ -74,7 +74,10 @@ def hold(ctx: Ctx, job: Job, node_arn: str, gpus: int) -> None:
     """Claim a node's GPUs for this generation of the job (so other jobs' placements leave them)."""
     node = ctx.view.node(node_arn)
     if node is None:
-        return
+        # The task's event came before any event of its node (they travel on different shards): the
+        # claim must not be lost, so the node's record starts here and its own event fills the facts.
+        node = Node(arn=node_arn)
+        ctx.view.add(("node", node_arn), node)
     current = node.plan.holds.get(job.job_id)
     wanted = max(gpus, current.gpus if current and current.generation == job.plan.generation else 0)
     if current and current.generation == job.plan.generation and current.gpus >= wanted:
