@@ -4,6 +4,8 @@
   forgot STOPPED tasks would pass locally and fail in AWS);
 * ``StartTask`` on a container instance without enough free GPUs places nothing and answers a failure
   with reason ``RESOURCE:GPU`` (moto does not account GPUs; the fleet simulator does);
+* ``TerminateInstanceInAutoScalingGroup`` on an instance in no Auto Scaling group answers AWS's
+  ``ValidationError`` (moto answers an HTTP 500 page botocore cannot parse);
 * errors a scenario injects (throttling, a 5xx, a validation error, no room) on the next calls of an
   action, as AWS would answer after botocore's own retries.
 
@@ -44,8 +46,9 @@ ERRORS = {
 
 class EcsSemantics:
     def __init__(self, free_gpus: Callable[[str], int | None], family_gpus: Callable[[str], int],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], in_auto_scaling_group: Callable[[str], bool] = lambda _: True) -> None:
         self._free_gpus = free_gpus
+        self._in_auto_scaling_group = in_auto_scaling_group
         self._family_gpus = family_gpus
         self._clock = clock
         self.injected: list[InjectedError] = []
@@ -64,6 +67,11 @@ class EcsSemantics:
             return self._answer(model.name, params, injected)
         if model.name == "StartTask":
             return self._room_for(params)
+        if model.name == "TerminateInstanceInAutoScalingGroup" and \
+                not self._in_auto_scaling_group(str(params.get("InstanceId", ""))):
+            message = f"Instance Id not found - No managed instance found for instance ID: {params.get('InstanceId')}"
+            return _Http(400, {}), {"Error": {"Code": "ValidationError", "Message": message},
+                                    "ResponseMetadata": {"HTTPStatusCode": 400}}
         return None
 
     def _injected(self, action: str) -> InjectedError | None:

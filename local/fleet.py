@@ -89,6 +89,7 @@ class FleetSimulator:
         self.account_id = account_id
         self.region = region
         self.cluster_arn = f"arn:aws:ecs:{region}:{account_id}:cluster/{cluster_name}"
+        self.asg_instances: set[str] = set()
         self.nodes: dict[str, SimNode] = {}
         self.tasks: dict[str, SimTask] = {}
         self.events_emitted = 0
@@ -138,8 +139,12 @@ class FleetSimulator:
             DesiredCapacity=0, AvailabilityZones=[f"{self.region}a"],
             Tags=[{"Key": "gpu-recovery:cluster", "Value": self.cluster_name, "PropagateAtLaunch": True}],
         )
-        autoscaling.attach_instances(InstanceIds=[n.instance_id for n in nodes if not n.external],
-                                     AutoScalingGroupName=name)
+        members = [n.instance_id for n in nodes if not n.external]
+        autoscaling.attach_instances(InstanceIds=members, AutoScalingGroupName=name)
+        self.asg_instances.update(members)
+
+    def in_auto_scaling_group(self, instance_id: str) -> bool:
+        return instance_id in self.asg_instances
 
     def node_by_name(self, name: str) -> SimNode:
         return next(node for node in self.nodes.values() if node.name == name)

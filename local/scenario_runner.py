@@ -200,7 +200,8 @@ class ScenarioRun:
             cluster_name=self.settings.cluster_name, account_id=self.settings.account_id, region=self.settings.region,
             reports=self.writer, health_check_family=self.settings.health_check_task,
         )
-        self.semantics = EcsSemantics(self.fleet.free_gpus, self.fleet.gpus_of, self.clock.now)
+        self.semantics = EcsSemantics(self.fleet.free_gpus, self.fleet.gpus_of, self.clock.now,
+                                      self.fleet.in_auto_scaling_group)
         self.semantics.injected = [InjectedError(self.clock.now() + timedelta(seconds=e.at), e.action, e.error, e.count)
                                    for e in self.scenario.errors]
         self.semantics.attach(recovery_session)

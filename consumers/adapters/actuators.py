@@ -23,6 +23,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from botocore.parsers import ResponseParserError
 
 from consumers.adapters.sns_message import publish_requests
 from consumers.core.ports import ActionResult
@@ -68,7 +69,7 @@ class AwsActuator:
             return ActionResult("unknown", {}, str(exc), "timeout")
         except _Refused as exc:
             return ActionResult("failed", {}, str(exc), "refused")
-        except (BotoCoreError, ValueError, KeyError, TypeError) as exc:
+        except (BotoCoreError, ResponseParserError, ValueError, KeyError, TypeError) as exc:
             # A parser error on an HTTP 500 and the like: it may have happened.
             log.warning("unexpected %s from %s %s: %s", type(exc).__name__, command.type, command.target, exc)
             return ActionResult("unknown", {}, f"{type(exc).__name__}: {exc}", "unknown")
