@@ -154,6 +154,9 @@ class ReactiveFleet(FleetSimulator):
     def scripted(self, event: EventSpec) -> None:
         """The scenario's other events: people, AWS, forgeries."""
         node = self.node_by_name(event.node) if event.node else None
+        if event.type in ("operator_release", "operator_attribute") and node is not None and event.fixed:
+            self.faults.pop(node.arn, None)  # the operator repaired the node before returning it
+            self.health[node.arn] = HEALTHY
         if event.type == "operator_release" and node is not None:
             self._ours(OperatorRequested(request="release_node", node_arn=node.arn, requested_by="scenario"),
                        Subject(node=node.arn))

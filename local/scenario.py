@@ -65,6 +65,8 @@ class EventSpec(_Spec):
     # instance_state: EC2 state change not caused by recovery; forged_report: the verdict it claims.
     state: str = "stopped"
     verdict: str = "hardware_fault"
+    # operator_release / operator_attribute: the operator repaired the node first (False: returned as it is).
+    fixed: bool = True
 
 
 class ErrorSpec(_Spec):
