@@ -29,6 +29,7 @@ from events_schema.events import (
     JobStateChanged,
     NodeStateChanged,
     NotificationSent,
+    OperatorRequested,
 )
 
 # Short names people type for the AWS detail-types (the pydantic model names).
@@ -144,11 +145,22 @@ def _our_summary(event: OurEvent) -> str:
         return f"{data.state} {data.reason}".rstrip()
     if isinstance(data, NotificationSent):
         return f"{data.kind}: {data.subject}"
+    if isinstance(data, OperatorRequested):
+        return _request_summary(data)
     fields = data.model_dump(mode="json")
     for key in ("step", "status", "kind", "reason"):
         if fields.get(key):
             return f"{key}={fields[key]}"
     return ""
+
+
+def _request_summary(data: OperatorRequested) -> str:
+    """A person's request, readable: what, by whom, why."""
+    if data.request == "release_node":
+        what = f"release node {short_arn(data.node_arn or '?')} (through a check)"
+    else:
+        what = f"cancel the recovery of job {data.job_id or '?'}"
+    return f"{what} asked by {data.requested_by or '?'}" + (f": {data.reason}" if data.reason else "")
 
 
 @dataclass(frozen=True)

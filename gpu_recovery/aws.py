@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_ssm import SSMClient
+    from mypy_boto3_sts import STSClient
 
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 CONNECT_TIMEOUT_S = 5
@@ -87,6 +88,9 @@ class AwsClients:
 
     @overload
     def client(self, service: Literal["ssm"], *, retries: bool = True) -> SSMClient: ...
+
+    @overload
+    def client(self, service: Literal["sts"], *, retries: bool = True) -> STSClient: ...
 
     def client(self, service: str, *, retries: bool = True) -> Any:
         """The service's client, typed by the boto3 stubs for the services we use (one per service, cached).

@@ -37,16 +37,19 @@ from events_schema.events import (
     JobStateChanged,
     NodeStateChanged,
     NotificationSent,
+    OperatorRequested,
 )
 from replay.rebuild import TimeWindow, aware
 from replay.sources import RawRecord
 
 SubjectKind = Literal["job", "node", "incident"]
-Category = Literal["ecs", "health", "decision", "action", "outcome", "other"]
-CATEGORY_ORDER: dict[str, int] = {"ecs": 0, "health": 1, "decision": 2, "action": 3, "outcome": 4, "other": 5}
+Category = Literal["ecs", "health", "request", "decision", "action", "outcome", "other"]
+# A person's request sorts before what recovery decided on it at the same instant.
+CATEGORY_ORDER: dict[str, int] = {"ecs": 0, "health": 1, "request": 2, "decision": 3, "action": 4, "outcome": 5,
+                                  "other": 6}
 CATEGORY_TITLE = {
-    "ecs": "ECS said", "health": "health check found", "decision": "decided", "action": "done",
-    "outcome": "came of it", "other": "other",
+    "ecs": "ECS said", "health": "health check found", "request": "people asked", "decision": "decided",
+    "action": "done", "outcome": "came of it", "other": "other",
 }
 
 
@@ -404,7 +407,21 @@ def _describe(data: Any) -> tuple[Category, str, str, dict[str, Any]]:
         return "action", f"{data.action.type} -> {short_arn(data.action.target)}: {data.status}", \
             data.error or "", {"action": data.action.model_dump(mode="json"), "status": data.status,
                                "idempotency_key": data.idempotency_key}
+    if isinstance(data, OperatorRequested):
+        return _request(data)
     return _outcome(data)
+
+
+def _request(data: OperatorRequested) -> tuple[Category, str, str, dict[str, Any]]:
+    """A person's request: who asked for what, and why (the decision it led to follows as its own row)."""
+    who = data.requested_by or "someone (no name given)"
+    if data.request == "release_node":
+        what = f"{who} asked to release node {short_arn(data.node_arn or '?')} (back to service, through a check)"
+    else:
+        what = f"{who} asked to cancel the recovery of job {data.job_id or '?'}"
+    return "request", what, data.reason or "(no reason given)", {
+        "request": data.request, "requested_by": data.requested_by, "reason": data.reason,
+        "node_arn": data.node_arn, "job_id": data.job_id}
 
 
 def _outcome(data: Any) -> tuple[Category, str, str, dict[str, Any]]:

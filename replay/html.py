@@ -20,8 +20,8 @@ STATE_COLORS = {
 }
 VERDICT_COLORS = {"healthy": "#2e9d5b", "application_fault": "#e0b000", "hardware_fault": "#d6336c",
                   "inconclusive": "#868e96"}
-CATEGORY_COLORS = {"ecs": "#495057", "health": "#0b7285", "decision": "#5f3dc4", "action": "#1864ab",
-                   "outcome": "#2b8a3e", "other": "#868e96"}
+CATEGORY_COLORS = {"ecs": "#495057", "health": "#0b7285", "request": "#e8590c", "decision": "#5f3dc4",
+                   "action": "#1864ab", "outcome": "#2b8a3e", "other": "#868e96"}
 CHART_WIDTH = 960
 LABEL_WIDTH = 150
 LANE_HEIGHT = 30

@@ -21,8 +21,8 @@ def test_schema_export_writes_a_schema_per_type_and_an_index(tmp_path: Path) -> 
     assert main(["schema", "export", str(tmp_path)]) == 0
     index = json.loads((tmp_path / "index.json").read_text())
     types = {entry["type"]: entry for entry in index["event_types"]}
-    assert types["HealthCheckReported"]["schema_version"] == 2
-    assert types["HealthCheckReported"]["upcasts_from"] == [1]
+    assert types["HealthCheckReported"]["schema_version"] == 3
+    assert types["HealthCheckReported"]["upcasts_from"] == [1, 2]
     for entry in [*index["event_types"], *index["aws_events"]]:
         schema = json.loads((tmp_path / entry["schema"]).read_text())
         assert schema["type"] == "object" and schema["properties"]

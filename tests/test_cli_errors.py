@@ -167,6 +167,30 @@ TABLE: dict[str, Bad] = {
     "parked redrive all and reason": bad("parked", "redrive", "--all", "--reason", "invalid"),
     "parked list unreachable": bad("parked", "list", "--endpoint-url", "{unreachable}"),
     "parked list unknown consumer": bad("parked", "list", "--consumer", "janitor"),
+    # --- notify --------------------------------------------------------------------------------
+    "notify without action": bad("notify"),
+    "notify test unknown kind": bad("notify", "test", "--kind", "node_quarantine"),
+    "notify test unreachable": bad("notify", "test", "--kind", "job_failed", "--endpoint-url", "{unreachable}"),
+    # --- node (people in the loop; an unknown node needs a cluster: tests/test_operator_commands.py) -------
+    "node without action": bad("node"),
+    "node release without node": bad("node", "release"),
+    "node release a task ARN": bad("node", "release", "arn:aws:ecs:us-east-1:123456789012:task/gpu-training/0abc"),
+    "node release a truncated ARN": bad("node", "release", "arn:aws:ecs:us-east-1:123456789012:container-instance/"),
+    "node release not a node name": bad("node", "release", "gpu node 2"),
+    "node release reason too long": bad("node", "release", "i-0123456789abcdef0", "--reason", "x" * 1001),
+    "node release unreachable": bad("node", "release", "i-0123456789abcdef0", "--endpoint-url", "{unreachable}"),
+    "node release bad cluster name": bad("node", "release", "i-0123456789abcdef0", "--cluster", "gpu/training",
+                                         "--endpoint-url", "{unreachable}"),
+    "node release empty stream name": bad("node", "release", "i-0123456789abcdef0", "--stream-name", " "),
+    # --- job -----------------------------------------------------------------------------------
+    "job without action": bad("job"),
+    "job cancel without job": bad("job", "cancel"),
+    "job cancel empty job": bad("job", "cancel", " "),
+    "job cancel unreachable": bad("job", "cancel", "job:llama-70b", "--endpoint-url", "{unreachable}"),
+    "job cancel malformed endpoint": bad("job", "cancel", "job:llama-70b", "--endpoint-url", "not-a-url"),
+    "job cancel unknown option": bad("job", "cancel", "job:llama-70b", "--force"),
+    "job cancel bad region": bad("job", "cancel", "job:llama-70b", "--region", "moon-1",
+                                 "--endpoint-url", "{unreachable}"),
 }
 
 

@@ -58,7 +58,7 @@ def stream_events(stack: Stack) -> list[NotificationSent]:
     events = []
     for shard in list_shards(stack.kinesis, stack.stream):
         for batch in read_shard(stack.kinesis, stack.stream, shard["ShardId"]):
-            events += [REGISTRY.decode_json(record.data) for record in batch]
+            events += [REGISTRY.decode_json(record.data) for record in batch.records]
     assert all(event.envelope.source == "gpu-recovery/notify" for event in events)
     return [event.data for event in events if isinstance(event.data, NotificationSent)]
 

@@ -129,3 +129,75 @@ def test_a_job_id_that_json_escapes_is_still_found() -> None:
     t = audit(lambda: records, AuditSubject("job", "job:réseau"), CONFIG)
     # THEN its task is on the timeline
     assert [row.subject for row in t.rows] == ["job job:réseau"]
+
+
+# --- people's requests ----------------------------------------------------------------------------
+
+ALICE = "arn:aws:sts::123456789012:assumed-role/oncall/alice"
+
+
+def with_requests() -> list[RawRecord]:
+    """The story, plus what people asked afterwards: release node 1 (with a reason), cancel alpha's recovery
+    (without one), and at the same instant as the release, the decision recovery took on it."""
+    from events_schema.envelope import Subject
+    from events_schema.events import DecisionRecorded, OperatorRequested
+    from tests.factories import at, ours
+
+    release = OperatorRequested(request="release_node", node_arn=NODE1, requested_by=ALICE,
+                                reason="GPU 3 reseated, ticket OPS-7")
+    cancel = OperatorRequested(request="cancel_job", job_id=ALPHA, requested_by="bob (OS user, not verified)")
+    decided = DecisionRecorded(idempotency_key="inc-2/check", action=_check_command(), step="health_check",
+                               reason="released by alice: check first", incident_id="inc-2")
+    added = [ours(decided, when=at(500), subject=Subject(node=NODE1, incident="inc-2"), event_id="decided"),
+             ours(release, when=at(500), subject=Subject(node=NODE1), event_id="release"),
+             ours(cancel, when=at(510), subject=Subject(job=ALPHA), event_id="cancel")]
+    events = [*incident_story(), *(e.model_dump(mode="json") for e in added)]
+    return [RawRecord(f"t:{i}", e) for i, e in enumerate(lines(events))]
+
+
+def _check_command() -> Any:
+    from events_schema.commands import command_from_v1
+
+    return command_from_v1({"type": "StartTask", "target": NODE1, "params": {"task_definition": "healthcheck"}})
+
+
+def requests(t: Timeline) -> list[tuple[str, str, str]]:
+    return [(row.subject, row.what, row.why) for row in t.rows if row.category == "request"]
+
+
+@pytest.mark.parametrize("ident", [NODE1, "node0001", INSTANCE1])
+def test_a_release_is_on_the_nodes_timeline_with_who_and_why(ident: str) -> None:
+    # WHEN auditing node 1 (by ARN, id or EC2 instance id) after a person released it
+    records = with_requests()
+    t = audit(lambda: records, AuditSubject("node", ident), CONFIG)
+    # THEN the request is a row of its own kind: who asked, for what, and why
+    assert requests(t) == [("node node0001", f"{ALICE} asked to release node node0001 (back to service, through "
+                            "a check)", "GPU 3 reseated, ticket OPS-7")]
+    # AND it comes before what recovery decided on it at the same instant (though written to the stream after it)
+    (asked,) = [row for row in t.rows if row.category == "request"]
+    assert [row.category for row in t.rows if row.time == asked.time] == ["request", "decision"]
+    # AND the job's cancel is not a node 1 event
+    assert "cancel" not in "\n".join(whats(t))
+
+
+def test_a_cancel_is_on_the_jobs_timeline_and_no_other() -> None:
+    records = with_requests()
+    t = audit(lambda: records, AuditSubject("job", ALPHA), CONFIG)
+    assert (f"job {ALPHA}", f"bob (OS user, not verified) asked to cancel the recovery of job {ALPHA}",
+            "(no reason given)") in requests(t)
+    other = audit(lambda: records, AuditSubject("job", BETA), CONFIG)
+    assert requests(other) == []
+
+
+def test_requests_in_the_terminal_table_json_and_html(tmp_path: Path, capsys: Any) -> None:
+    history = tmp_path / "h.jsonl"
+    history.write_bytes(b"\n".join(r.data for r in with_requests()) + b"\n")
+    page = tmp_path / "a.html"
+    assert main(["audit", "--node", "node0001", "--source", f"file:{history}", "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "people asked" in out and "ticket OPS-7" in out
+    assert "people asked" in page.read_text()
+    assert main(["audit", "--job", ALPHA, "--source", f"file:{history}", "--json"]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out)["rows"] if r["category"] == "request"]
+    assert row["detail"] == {"request": "cancel_job", "requested_by": "bob (OS user, not verified)", "reason": "",
+                             "node_arn": None, "job_id": ALPHA}
