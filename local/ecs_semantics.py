@@ -56,12 +56,19 @@ class EcsSemantics:
 
     def attach(self, session: Any) -> None:
         session.events.register("before-parameter-build.ecs.ListTasks", self._list_running_by_default)
+        session.events.register("before-parameter-build.*.*", self._keep_api_params)
         session.events.register("before-call.*.*", self._before_call)
+
+    @staticmethod
+    def _keep_api_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        # before-call sees the serialized request (a JSON or query body), not the call's parameters.
+        context["gpu_recovery_api_params"] = params  # the same dict: later hooks' defaults show
 
     def _list_running_by_default(self, params: dict[str, Any], **_: Any) -> None:
         params.setdefault("desiredStatus", "RUNNING")
 
-    def _before_call(self, model: Any, params: dict[str, Any], **_: Any) -> tuple[_Http, dict[str, Any]] | None:
+    def _before_call(self, model: Any, context: dict[str, Any], **_: Any) -> tuple[_Http, dict[str, Any]] | None:
+        params: dict[str, Any] = context.get("gpu_recovery_api_params", {})
         injected = self._injected(model.name)
         if injected is not None:
             return self._answer(model.name, params, injected)
