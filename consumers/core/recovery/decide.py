@@ -190,7 +190,7 @@ def _operator(ctx: Ctx, item: OperatorInput) -> None:
         if node is None:
             ctx.reject(f"release of unknown node {request.node_arn}")
             return
-        nodes.release(ctx, node, who)
+        nodes.release(ctx, node, who, request.reason or "")
     elif request.request == "cancel_job" and request.job_id:
         job = ctx.view.job(request.job_id)
         if job is None or job.phase not in IN_RECOVERY:

@@ -119,11 +119,12 @@ def may_check(ctx: Ctx, incident: Incident, node: Node) -> bool:
 # --- people ----------------------------------------------------------------------------------------
 
 
-def release(ctx: Ctx, node: Node, who: str) -> None:
+def release(ctx: Ctx, node: Node, who: str, why: str = "") -> None:
     """Back to service, through a check: an out-of-service node gets a check; pass returns it."""
     if node.plan.repair not in OUT_OF_SERVICE:
         return
-    incident_id = incidents.open_or_join(ctx, node.arn, None, reason=f"released by {who}", trigger="operator")
+    reason = f"released by {who}" + (f": {why[:200]}" if why else "")
+    incident_id = incidents.open_or_join(ctx, node.arn, None, reason=reason, trigger="operator")
     ctx.mark(("incident", incident_id))
 
 
