@@ -127,3 +127,36 @@ def ours(data: EventData, *, when: datetime, subject: Subject | None = None, eve
         source="gpu-recovery/test",
         subject=subject or Subject(),
     )
+
+
+def scheduled_change_event(node: int, code: str, *, start: datetime, end: datetime | None = None,
+                           when: datetime | None = None, serial: int = 1) -> dict[str, Any]:
+    """An AWS Health scheduled change for the node's instance, shaped as the AWS Health docs show it."""
+    def health_time(moment: datetime) -> str:
+        return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+    moment = when or at(0)
+    instance = f"i-{node:017x}"
+    detail: dict[str, Any] = {
+        "eventArn": f"arn:aws:health:{REGION}::event/EC2/{code}/{code}_{node:04d}{serial:04d}",
+        "service": "EC2", "eventTypeCode": code, "eventTypeCategory": "scheduledChange",
+        "eventScopeCode": "ACCOUNT_SPECIFIC", "startTime": health_time(start), "statusCode": "upcoming",
+        "lastUpdatedTime": health_time(moment), "eventRegion": REGION,
+        "affectedEntities": [{"entityValue": instance, "status": "PENDING"}], "affectedAccount": ACCOUNT,
+    }
+    if end is not None:
+        detail["endTime"] = health_time(end)
+    return {"version": "0", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"health/{node}/{serial}")),
+            "detail-type": "AWS Health Event", "source": "aws.health", "account": ACCOUNT,
+            "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"), "region": REGION, "resources": [instance], "detail": detail}
+
+
+def instance_state_event(node: int, state: str, *, when: datetime | None = None) -> dict[str, Any]:
+    """An EC2 Instance State-change Notification for the node's instance."""
+    moment = when or at(0)
+    instance = f"i-{node:017x}"
+    return {"version": "0", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"ec2/{node}/{state}/{moment}")),
+            "detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "account": ACCOUNT,
+            "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"), "region": REGION,
+            "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance}"],
+            "detail": {"instance-id": instance, "state": state}}

@@ -208,6 +208,10 @@ def _outcome(ctx: Ctx, item: OutcomeInput) -> None:
         if job is not None:
             on_rank_started(ctx, job, outcome)
             ctx.mark(("job", job.job_id))
+    elif outcome.step == "replace" and not outcome.incident_id:
+        node = ctx.view.node_for_instance(outcome.action.target)
+        if node is not None and node.plan.replacing:
+            nodes.maintenance_replaced(ctx, node, outcome)
     elif outcome.incident_id:
         incident = ctx.view.incident(outcome.incident_id)
         if incident is not None:

@@ -261,6 +261,8 @@ class NodePlan(_Record):
     attribute_acted: str | None = None
     maintenance_acted: list[str] = Field(default_factory=list)
     maintenance_notified: list[str] = Field(default_factory=list)
+    replacing: str | None = None  # the scheduled change a replace-ahead call is out for
+    replace_tried: list[str] = Field(default_factory=list)
     timer: Timer | None = None
 
 

@@ -24,6 +24,7 @@ from consumers.core.recovery.job_steps import stop_live_ranks
 from consumers.core.recovery.model import IN_RECOVERY, OUT_OF_SERVICE, Incident, Job, Node, ScheduledChange, Timer
 from events_schema.commands import TerminateInstanceInAutoScalingGroup, UpdateContainerInstancesState
 from events_schema.envelope import Subject
+from events_schema.events import ActionOutcome
 
 GPU_HEALTH_CHECKS = frozenset({"ACCELERATED_COMPUTE"})
 IMPAIRED = frozenset({"IMPAIRED", "UNHEALTHY"})
@@ -163,6 +164,9 @@ def _maintenance(ctx: Ctx, node: Node) -> None:
             _arm(ctx, node, ahead, change.event_arn)
             continue
         _before_window(ctx, node, change)
+    for change in node.facts.maintenance.values():
+        if change.event_arn in node.plan.maintenance_acted:
+            _replace_ahead(ctx, node, change)
 
 
 def _arm(ctx: Ctx, node: Node, due: str, token: str) -> None:
@@ -182,14 +186,44 @@ def _before_window(ctx: Ctx, node: Node, change: ScheduledChange) -> None:
         node.plan.drained = True
         ctx.order(f"{scope}:drain", UpdateContainerInstancesState(target=node.arn, status="DRAINING"), step="drain",
                   reason=f"AWS {change.code} starts {change.start}", subject=Subject(node=node.arn))
-    replaceable = change.code.startswith(REPLACEABLE)
-    if replaceable and ctx.config.replace_instances and node.facts.instance_id and not node.facts.external \
-            and not busy_jobs(ctx, node):
-        ctx.order(f"{scope}:replace", TerminateInstanceInAutoScalingGroup(target=node.facts.instance_id),
-                  step="replace", reason=f"replaced ahead of AWS {change.code} at {change.start}",
-                  subject=Subject(node=node.arn))
-        incidents.set_node_state(ctx, node, "REPLACED", None, f"replaced ahead of AWS {change.code}")
+    _replace_ahead(ctx, node, change)
+
+
+def _replace_ahead(ctx: Ctx, node: Node, change: ScheduledChange) -> None:
+    """Retired or stopped hardware is replaced before the window, once no job runs on it (a busy node
+    is replaced when its job leaves; a running job is never killed for a planned event)."""
+    plan = node.plan
+    if not change.code.startswith(REPLACEABLE) or not ctx.config.replace_instances or not node.facts.instance_id \
+            or node.facts.external or change.event_arn in plan.replace_tried or plan.repair != "HEALTHY" \
+            or (change.start is not None and change.start <= ctx.now) or busy_jobs(ctx, node):
+        return
+    # The node is REPLACED only once Auto Scaling said yes (maintenance_replaced, on the outcome).
+    plan.replacing = change.event_arn
+    plan.replace_tried = [*plan.replace_tried, change.event_arn][-20:]
+    ctx.changed(key(node.arn))
+    ctx.order(f"maint:{change.event_arn}:replace", TerminateInstanceInAutoScalingGroup(target=node.facts.instance_id),
+              step="replace", reason=f"replaced ahead of AWS {change.code} at {change.start}",
+              subject=Subject(node=node.arn))
+
+
+def maintenance_replaced(ctx: Ctx, node: Node, outcome: ActionOutcome) -> None:
+    """The outcome of a replace ahead of a scheduled change: replaced, or left drained with a notice."""
+    change = node.facts.maintenance.get(node.plan.replacing or "")
+    node.plan.replacing = None
+    ctx.changed(key(node.arn))
+    what = f"AWS {change.code} at {change.start}" if change else "AWS scheduled maintenance"
+    if outcome.status == "succeeded":
+        incidents.set_node_state(ctx, node, "REPLACED", None, f"replaced ahead of {what}")
         fleet.replaced(ctx, node.arn)
+        notices.notify(ctx, "node_replaced", cause="replaced", nodes=[node.arn],
+                       summary=f"node {short(node.arn)} replaced ahead of {what}",
+                       next_step="Nothing: its Auto Scaling group launches a successor.")
+        return
+    notices.notify(ctx, "replace_failed", cause="replace_failed", nodes=[node.arn],
+                   summary=f"could not replace node {short(node.arn)} ahead of {what} ({outcome.error}); "
+                   "it stays drained, so no new work lands on it",
+                   next_step="Replace or stop the instance by hand before the window, or put it in an Auto Scaling "
+                   "group.")
 
 
 def timer_due(ctx: Ctx, node: Node, kind: str) -> None:
