@@ -400,6 +400,9 @@ class RecoveryConsumer:
         caught_up = behind_ms <= 0
         position = iso(self._clock()) if caught_up else self._positions.get(shard)
         if position:
+            # Kept even for a batch of our own events only: on_idle refreshes every shard it has published,
+            # or a shard that went quiet would hold the stream's clock (and every deadline) where it was.
+            self._positions[shard] = max(self._positions.get(shard, position), position)
             self._store.publish_position(shard, position)
 
     # --- records we keep aside ----------------------------------------------------------------------
