@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumers.core.facts import IdentityRules
 from consumers.core.projection import (
     JOB,
     NODE,
@@ -23,7 +24,7 @@ from events_schema.envelope import Subject
 from events_schema.events import DecisionRecorded, HealthCheckReported, JobStateChanged, NodeStateChanged
 from tests.factories import at, node_arn, node_event, ours, task_arn, task_event
 
-CONFIG = ProjectionConfig(health_check_family="gpu-recovery-healthcheck")
+CONFIG = ProjectionConfig(identity=IdentityRules(health_check_family="gpu-recovery-healthcheck"))
 
 
 def ev(raw: dict[str, Any] | Any) -> StreamEvent:

@@ -12,7 +12,7 @@ from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore,
 from consumers.core.ports import StreamRecord
 from consumers.core.projection import JOB, NODE, TASK, ProjectionConfig, ProjectionState
 from consumers.projector import Projector
-from gpu_recovery.apps import PROJECTOR_APP
+from gpu_recovery.apps import PROJECTOR_APP, identity_rules
 from gpu_recovery.cli import main
 from gpu_recovery.settings import load_settings
 from replay.leases import check_consumers
@@ -29,7 +29,7 @@ def project_live(dynamodb: Any, events: list[bytes], batch: int = 4) -> DynamoPr
     create_tables(dynamodb, SETTINGS.table_names())
     store = DynamoProjectionStore(dynamodb, LIVE)
     projector = Projector(store, DynamoParkingLot(dynamodb, SETTINGS.parked_table), ProjectionConfig(
-        health_check_family=SETTINGS.health_check_task, ttl_days=SETTINGS.ttl_days))
+        identity=identity_rules(SETTINGS), ttl_days=SETTINGS.ttl_days))
     records = [StreamRecord("shardId-000000000000", str(i), "pk", data) for i, data in enumerate(events)]
     for start in range(0, len(records), batch):
         projector.handle_batch(records[start : start + batch])
