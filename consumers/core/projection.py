@@ -166,10 +166,9 @@ def _apply_task(state: ProjectionState, event: TaskStateChange, config: Projecti
     detail = event.detail
     key: EntityKey = (TASK, detail.taskArn)
     current = state.get(key)
-    gpu = is_gpu_task(detail, config.identity.gpu_task_families)
     if current is None or current.get("version", -1) < detail.version:
-        item = _task_item(event, config, current or _task_stub(detail.taskArn), gpu)
-    elif gpu and not current.get("is_gpu"):
+        item = _task_item(event, config, current or _task_stub(detail.taskArn))
+    elif not current.get("is_gpu") and is_gpu_task(detail, config.identity.gpu_task_families):
         item = {**current, "is_gpu": True}  # a GPU task whatever its newest event shows: never fixed at first sight
     else:
         item = current
@@ -180,25 +179,26 @@ def _apply_task(state: ProjectionState, event: TaskStateChange, config: Projecti
     _join_job(state, item, current.get("job_id") if current else None, config)
 
 
-def _task_item(event: TaskStateChange, config: ProjectionConfig, base: Item, gpu: bool) -> Item:
+def _task_item(event: TaskStateChange, config: ProjectionConfig, base: Item) -> Item:
     detail = event.detail
     at = iso(event.time)
     stopped_at = iso(detail.stoppedAt) if detail.stoppedAt else (at if detail.lastStatus == "STOPPED" else None)
+    gpu_ids = detail.gpu_ids  # a derived list: read once (is_gpu_task reads it too, when it is empty)
     tags = base.get("tags")
-    identity = job_identity(detail, tags, config.identity)
+    job_id, identity = _identity(detail, base, config)
     return {
         "task_arn": detail.taskArn,
         "cluster_arn": detail.clusterArn,
-        "job_id": identity.job_id,
-        "identity": identity.kind,
+        "job_id": job_id,
+        "identity": identity,
         "container_instance_arn": detail.containerInstanceArn,
         "task_definition_arn": detail.taskDefinitionArn,
         "family": detail.task_definition_family,
         "last_status": detail.lastStatus,
         "desired_status": detail.desiredStatus,
         "version": detail.version,
-        "is_gpu": gpu or bool(base.get("is_gpu")),
-        "gpu_ids": detail.gpu_ids,
+        "is_gpu": bool(gpu_ids) or bool(base.get("is_gpu")) or is_gpu_task(detail, config.identity.gpu_task_families),
+        "gpu_ids": gpu_ids,
         "group": detail.group,
         "started_by": detail.startedBy,
         "launch_type": detail.launchType,
@@ -218,6 +218,17 @@ def _task_item(event: TaskStateChange, config: ProjectionConfig, base: Item, gpu
         "stop_requested_by_recovery": bool(base.get("stop_requested_by_recovery")) or stopped_by_recovery(detail),
         "expires_at": _expiry(stopped_at, config) if stopped_at else None,
     }
+
+
+def _identity(detail: TaskDetail, base: Item, config: ProjectionConfig) -> tuple[str | None, str | None]:
+    """The task's job by the recovery's rule; what it reads (group, startedBy, task definition, tags) does not
+    change from one event of a task to the next, so the item's answer stands while they are the same."""
+    if base.get("identity") is not None and (base.get("group"), base.get("started_by"),
+                                             base.get("task_definition_arn")) == (
+            detail.group, detail.startedBy, detail.taskDefinitionArn):
+        return base["job_id"], base["identity"]
+    identity = job_identity(detail, base.get("tags"), config.identity)
+    return identity.job_id, identity.kind
 
 
 def _container(container: Container) -> dict[str, Any]:
@@ -297,7 +308,9 @@ def _apply_task_to_job(state: ProjectionState, task: Item, config: ProjectionCon
                 return
     job = dict(base)
     for constant in ("cluster_arn", "group", "started_by"):  # the same for every rank; else the least, in any order
-        job[constant] = min((v for v in (base.get(constant), task.get(constant)) if v is not None), default=None)
+        known_value, value = base.get(constant), task.get(constant)
+        if value != known_value and value is not None:
+            job[constant] = value if known_value is None else min(value, known_value)
     job["tasks"] = {**base["tasks"], arn: entry}
     state.put(key, _derive_job(job, config))
 
