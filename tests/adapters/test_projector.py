@@ -25,8 +25,8 @@ from gpu_recovery.apps import projection_config
 from gpu_recovery.settings import load_settings
 from gpu_recovery.wiring import policy_config
 from tests.core.test_projection import CONFIG, JOB_TAG, histories, job_tag, tags_captured
-from tests.factories import CLUSTER, at, ours, task_arn, task_event
-from tests.hostile import HOSTILE
+from tests.factories import CLUSTER, at, node_arn, node_event, ours, task_arn, task_event
+from tests.hostile import HOSTILE, sample
 
 TABLES = {"ecs_task": "ecs_task", "ecs_job": "ecs_job", "ecs_node": "ecs_node", "parked": "parked"}
 
@@ -352,3 +352,34 @@ def test_the_tables_and_recovery_read_one_identity_from_the_same_settings(overri
     config = projection_config(settings)
     assert config.identity == policy_config(settings).identity
     assert config.cluster_arn == policy_config(settings).cluster_arn == settings.cluster_arn
+
+
+# --- items the previous projector wrote ------------------------------------------------------------
+
+
+def test_a_task_leaves_the_family_job_an_older_projector_put_it_in() -> None:
+    # GIVEN items as the projector before one identity model wrote them: every run of a family in one job
+    # "family:llm-train" (no identity, no tags), and a node whose health was one event's list of checks
+    store = InMemoryProjectionStore()
+    old_task = {**fold_all([decode_mapping(task_event(5, version=2, group="family:llm-train"))], CONFIG)
+                .items[(TASK, task_arn(5))], "job_id": "family:llm-train"}
+    for key in ("identity", "tags", "tags_order"):
+        old_task.pop(key)
+    old_job = {"job_id": "family:llm-train", "tasks": {task_arn(5): {"version": 2}}, "recovery": None,
+               "generation_at": None, "recovery_stops": []}
+    old_node = {**fold_all([decode_mapping(node_event(1))], CONFIG).items[(NODE, node_arn(1))],
+                "health_checks": [{"type": "CONTAINER_RUNTIME", "status": "OK"}], "health_order": "2026-11-27|x"}
+    store.save([ItemWrite((TASK, task_arn(5)), old_task, 0), ItemWrite((JOB, "family:llm-train"), old_job, 0),
+                ItemWrite((NODE, node_arn(1)), old_node, 0)])
+    projector = Projector(store, InMemoryParkingLot(), CONFIG)
+    # WHEN the task's next event, its tags and a health event of the node come
+    accelerated = {**sample("container_instance_health_change_docs_accelerated_compute")}
+    accelerated["detail"] = {**accelerated["detail"], "containerInstanceArn": node_arn(1)}
+    projector.handle_batch(records(task_event(5, version=3, group="family:llm-train"),
+                                   tags_captured(task_arn(5), job_tag("llama-run-7")), accelerated))
+    # THEN the task left the family job (read although no event named it) and is in the job its tag names
+    assert store.items[(JOB, "family:llm-train")].item["tasks"] == {}
+    assert list(store.items[(JOB, "llama-run-7")].item["tasks"]) == [task_arn(5)]
+    # AND the node's checks are registers now (the old list was one event's, not a register per check)
+    node = store.items[(NODE, node_arn(1))].item
+    assert list(node["health_checks"]) == ["ACCELERATED_COMPUTE"] and "health_order" not in node
