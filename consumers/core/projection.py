@@ -279,7 +279,7 @@ def _join_job(state: ProjectionState, task: Item, previous_job: str | None, conf
     written under the older rule, or tags that name another job)."""
     if previous_job is not None and previous_job != task.get("job_id"):
         _leave_job(state, previous_job, task["task_arn"], config)
-    if task.get("job_id") is not None:
+    if task.get("job_id") is not None and task.get("version", -1) >= 0:  # a stub has no facts to enter yet
         _apply_task_to_job(state, task, config)
 
 
@@ -658,8 +658,7 @@ def _mark_recovery_stop(state: ProjectionState, data: DecisionRecorded, config: 
     if not task.get("stop_requested_by_recovery"):
         task = {**task, "stop_requested_by_recovery": True}
         state.put(task_key, task)
-    if task.get("job_id") is not None:
-        _apply_task_to_job(state, task, config)
+    _join_job(state, task, task.get("job_id"), config)
     if not data.job_id:
         return
     job_key: EntityKey = (JOB, data.job_id)

@@ -532,3 +532,19 @@ def test_only_ecs_events_of_another_cluster_are_foreign() -> None:
     assert foreign_cluster(ev(sample("ec2_instance_state_change_gpu_stopped")), config) is None  # names no cluster
     assert foreign_cluster(ev(tags_captured(task_arn(1), [])), config) is None  # our own events carry none
     assert foreign_cluster(ev(other), ProjectionConfig()) is None  # no cluster configured: every one folds
+
+
+def test_a_stub_the_previous_projector_left_takes_tags_and_stops_before_its_task_event() -> None:
+    # GIVEN the stub an older projector wrote for a stop recorded before the task's first event (it named a job)
+    stub = {"task_arn": task_arn(5), "version": -1, "job_id": "llama-run-7", "stop_requested_by_recovery": True}
+    state = ProjectionState(items={(TASK, task_arn(5)): stub})
+    stop = ours(DecisionRecorded(idempotency_key="k5", action=StopTask(target=task_arn(5)), job_id="llama-run-7",
+                                 step="stop_ranks"), when=at(8))
+    # WHEN the stop is delivered again and the tags come, then the task's event
+    for event in (stop, tags_captured(task_arn(5), job_tag("llama-run-7")),
+                  task_event(5, version=3, status="STOPPED", exit_code=137, stop_code="UserInitiated",
+                             group="family:llm-train")):
+        fold(state, ev(event), CONFIG)
+    # THEN the task is in its job, stopped by recovery (not by a user)
+    (job,) = state.table(JOB)
+    assert (job["job_id"], job["state"]) == ("llama-run-7", "INTERRUPTED")
