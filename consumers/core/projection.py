@@ -278,18 +278,22 @@ def _join_job(state: ProjectionState, task: Item, previous_job: str | None, conf
     """Put the task's entry in its job; leave the job it was counted in before, if that changed (an item
     written under the older rule, or tags that name another job)."""
     if previous_job is not None and previous_job != task.get("job_id"):
-        _leave_job(state, previous_job, task["task_arn"], config)
+        _leave_job(state, previous_job, task, config)
     if task.get("job_id") is not None and task.get("version", -1) >= 0:  # a stub has no facts to enter yet
         _apply_task_to_job(state, task, config)
 
 
-def _leave_job(state: ProjectionState, job_id: str, task_arn: str, config: ProjectionConfig) -> None:
+def _leave_job(state: ProjectionState, job_id: str, task: Item, config: ProjectionConfig) -> None:
     key: EntityKey = (JOB, job_id)
     job = state.get(key)
+    task_arn = task["task_arn"]
     if job is None or task_arn not in job["tasks"]:
         return
     tasks = {arn: entry for arn, entry in job["tasks"].items() if arn != task_arn}
-    state.put(key, _derive_job({**job, "tasks": tasks}, config))
+    left = _derive_job({**job, "tasks": tasks}, config)
+    if not tasks and left.get("recovery") is None and task.get("updated_at"):
+        left["expires_at"] = _expiry(task["updated_at"], config)  # every task left it: it goes after the TTL
+    state.put(key, left)
 
 
 def _apply_task_to_job(state: ProjectionState, task: Item, config: ProjectionConfig) -> None:

@@ -378,7 +378,8 @@ def test_a_task_leaves_the_family_job_an_older_projector_put_it_in() -> None:
     projector.handle_batch(records(task_event(5, version=3, group="family:llm-train"),
                                    tags_captured(task_arn(5), job_tag("llama-run-7")), accelerated))
     # THEN the task left the family job (read although no event named it) and is in the job its tag names
-    assert store.items[(JOB, "family:llm-train")].item["tasks"] == {}
+    emptied = store.items[(JOB, "family:llm-train")].item
+    assert emptied["tasks"] == {} and emptied["expires_at"] is not None  # it leaves the table after the TTL
     assert list(store.items[(JOB, "llama-run-7")].item["tasks"]) == [task_arn(5)]
     # AND the node's checks are registers now (the old list was one event's, not a register per check)
     node = store.items[(NODE, node_arn(1))].item
