@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from analytics.report_model import ReportConfig
-from consumers.core.projection import is_failure, job_id_of
+from consumers.core.facts import is_failure, job_identity
 from events_schema.aws import TaskStateChange
 from events_schema.decode import StreamEvent
 from events_schema.envelope import OurEvent
@@ -138,7 +138,7 @@ def _index_ours(history: History, event: OurEvent, config: ReportConfig) -> None
 
 def _index_task(history: History, event: TaskStateChange, config: ReportConfig) -> None:
     detail = event.detail
-    job_id = job_id_of(detail, config.projection)
+    job_id = job_identity(detail, None, config.projection.identity).job_id
     if job_id is None:
         return  # not a job's task (the health check, for one)
     failed = is_failure(detail)

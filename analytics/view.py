@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from consumers.core.projection import ProjectionConfig, first_nonzero_exit, job_id_of
+from consumers.core.facts import first_nonzero_exit, job_identity
+from consumers.core.projection import ProjectionConfig
 from events_schema.arn import short_arn
 from events_schema.aws import (
     AwsEventModel,
@@ -81,7 +82,7 @@ def _aws_view(event: AwsEventModel, config: ProjectionConfig) -> EventView:
     body = to_wire(event)
     if isinstance(event, TaskStateChange):
         d = event.detail
-        job = job_id_of(d, config)
+        job = job_identity(d, None, config.identity).job_id  # None while it waits for its tags
         exit_code = first_nonzero_exit(d)
         parts = [f"task {short_arn(d.taskArn)}", d.lastStatus]
         if exit_code is not None:

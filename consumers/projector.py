@@ -1,8 +1,10 @@
 """The projector: a batch of stream records -> fold -> one conditional write per touched item.
 
 Writes are coalesced (ten updates of one task in a batch make one write) and conditional on the item's
-revision; a conflicting concurrent writer (two workers during a lease handover) makes us reload and
-refold only the conflicting items.
+revision; a conflicting concurrent writer (two workers during a lease handover) makes us reload the
+conflicting items and fold again. The items a batch needs are loaded in one read, plus one more for the
+jobs that tasks' stored tags name (the fold says which). Another cluster's ECS events are parked
+(``foreign_cluster``).
 
 One bad record never stalls the shard: whatever decoding, folding or storing one record raises parks that
 record (shard, sequence number, reason, exception, position) and the rest of the batch is applied. Only
@@ -21,12 +23,22 @@ from dataclasses import dataclass, field
 from consumers.adapters.metrics import Metrics, NullMetrics
 from consumers.core.clocktext import iso
 from consumers.core.errors import TransientError, UnwritableItem, is_infrastructure
-from consumers.core.ports import ItemWrite, ParkedRecord, ParkingLot, ProjectionStore, StreamRecord
-from consumers.core.projection import EntityKey, ProjectionConfig, ProjectionState, fold, touched_keys
+from consumers.core.ports import ItemWrite, ParkedRecord, ParkingLot, ProjectionStore, StoredItem, StreamRecord
+from consumers.core.projection import (
+    EntityKey,
+    Item,
+    ProjectionConfig,
+    ProjectionState,
+    fold,
+    foreign_cluster,
+    touched_keys,
+)
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 
 log = logging.getLogger("gpu_recovery.projector")
 MAX_CONFLICT_ROUNDS = 5
+MAX_DISCOVERY_ROUNDS = 4  # the task's item names its job; a job it leaves is one more; nothing reads further
+FOREIGN_CLUSTER = "foreign_cluster"  # the parked reason kind for another cluster's ECS event
 PARKING_FAILED = "ParkingFailed"  # a metric to alarm on: a shard stopped because it could not park
 
 
@@ -61,6 +73,26 @@ class Decoded:
     record: StreamRecord
     event: StreamEvent
     index: int  # in its batch, for the parked record's position
+
+
+@dataclass
+class Loaded:
+    """What one batch read of the store: items as stored (or as we wrote them), and every key asked for."""
+
+    items: dict[EntityKey, StoredItem] = field(default_factory=dict)
+    asked: set[EntityKey] = field(default_factory=set)
+
+    def item(self, key: EntityKey) -> Item | None:
+        stored = self.items.get(key)
+        return stored.item if stored else None
+
+    def rev(self, key: EntityKey) -> int:
+        stored = self.items.get(key)
+        return stored.rev if stored else 0
+
+
+class ForeignCluster(Exception):
+    """An ECS event of a cluster that is not ours."""
 
 
 class RecordFault(Exception):
@@ -147,13 +179,30 @@ class Projector:
     def handle_batch(self, records: Sequence[StreamRecord]) -> BatchReport:
         parked_at = iso(records[-1].arrival) if records and records[-1].arrival else ""
         decoded, parked = decode_records(records, self._consumer, parked_at)
+        decoded, foreign = self._ours_only(decoded, parked_at, len(records))
         report = BatchReport(records=len(records))
         failed = self._project_isolated(decoded, report, parked_at, len(records))
         report.applied = len(decoded) - len(failed)
-        self._park([*parked, *failed], report)
+        self._park([*parked, *foreign, *failed], report)
         self.stats.add(report)
         self._metrics.flush()
         return report
+
+    def _ours_only(self, decoded: list[Decoded], parked_at: str, batch_size: int) -> tuple[list[Decoded],
+                                                                                           list[ParkedRecord]]:
+        """Another cluster's ECS events are parked (the rules match our cluster exactly: this is defence in
+        depth, and a parked record shows a rule that lets too much through)."""
+        ours: list[Decoded] = []
+        parked: list[ParkedRecord] = []
+        for d in decoded:
+            cluster = foreign_cluster(d.event, self._config)
+            if cluster is None:
+                ours.append(d)
+                continue
+            detail = f"an event of cluster {cluster}; this projector folds {self._config.cluster_arn}"
+            parked.append(park_entry(d.record, self._consumer, parked_at, FOREIGN_CLUSTER, detail,
+                                     ForeignCluster(detail), f"{d.index + 1}/{batch_size}"))
+        return ours, parked
 
     def _project_isolated(
         self, decoded: list[Decoded], report: BatchReport, parked_at: str, batch_size: int
@@ -197,39 +246,52 @@ class Projector:
             )
 
     def _project(self, decoded: list[Decoded], report: BatchReport) -> None:
+        """Fold the batch over the items it touches and write each changed item conditionally. A conflict (a
+        rival writer) reloads the conflicting items and folds the batch again; every item whose result changes
+        with them is written too (a job's entry is derived from its task's item)."""
+        events = [d.event for d in decoded]
         with record_fault():
-            keyed = [(d.event, touched_keys(d.event, self._config)) for d in decoded]
-        pending: set[EntityKey] | None = None  # None: every touched key
+            wanted = {key for event in events for key in touched_keys(event, self._config)}
+        loaded = Loaded()
         for _ in range(MAX_CONFLICT_ROUNDS):
-            relevant = [(e, keys) for e, keys in keyed if pending is None or pending.intersection(keys)]
-            if not relevant:
-                return
-            conflicts = self._fold_and_save(relevant, pending, report)
+            state = self._fold_loading(events, wanted, loaded)
+            writes = [ItemWrite(key, state.items[key], loaded.rev(key)) for key in sorted(state.dirty)
+                      if loaded.item(key) != state.items[key]]
+            with record_fault(store=True):
+                conflicts = set(self._store.save(writes))
+            for write in writes:
+                if write.key not in conflicts:
+                    loaded.items[write.key] = StoredItem(write.item, write.expected_rev + 1)
+            report.items_written += len(writes) - len(conflicts)
             if not conflicts:
                 return
             report.conflicts += len(conflicts)
-            pending = set(conflicts)
-        raise TransientError(f"items still contended after {MAX_CONFLICT_ROUNDS} rounds: {sorted(pending or ())}")
+            self._load(conflicts, loaded)
+        raise TransientError(f"items still contended after {MAX_CONFLICT_ROUNDS} rounds")
 
-    def _fold_and_save(
-        self,
-        relevant: list[tuple[StreamEvent, list[EntityKey]]],
-        only: set[EntityKey] | None,
-        report: BatchReport,
-    ) -> list[EntityKey]:
-        keys = {key for _, event_keys in relevant for key in event_keys if only is None or key in only}
+    def _fold_loading(self, events: list[StreamEvent], wanted: set[EntityKey], loaded: Loaded) -> ProjectionState:
+        """Fold the events over the stored items; when the fold reads an item not loaded yet (the job that a
+        task's stored tags name), load it too and fold again."""
+        for _ in range(MAX_DISCOVERY_ROUNDS):
+            self._load(wanted - loaded.asked, loaded)
+            with record_fault():
+                state = ProjectionState(items={key: stored.item for key, stored in loaded.items.items()},
+                                        known=set(loaded.asked))
+                for event in events:
+                    fold(state, event, self._config)
+            if not state.missing:
+                return state
+            wanted = wanted | state.missing
+        raise RecordFault(RuntimeError(f"the fold kept asking for more items: {sorted(state.missing)[:3]}"))
+
+    def _load(self, keys: set[EntityKey], loaded: Loaded) -> None:
+        if not keys:
+            return
         with record_fault(store=True):
-            stored = self._store.load(keys)
-        with record_fault():
-            state = ProjectionState(items={key: value.item for key, value in stored.items()})
-            for event, _ in relevant:
-                fold(state, event, self._config)
-            writes = [
-                ItemWrite(key, state.items[key], stored[key].rev if key in stored else 0)
-                for key in sorted(state.dirty)
-                if only is None or key in only
-            ]
-        with record_fault(store=True):
-            conflicts = self._store.save(writes)
-        report.items_written += len(writes) - len(conflicts)
-        return conflicts
+            found = self._store.load(keys)
+        loaded.asked |= keys
+        for key in keys:
+            if key in found:
+                loaded.items[key] = found[key]
+            else:
+                loaded.items.pop(key, None)

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from consumers.core.clocktext import iso
-from consumers.core.projection import ProjectionConfig, job_id_of
+from consumers.core.facts import job_identity
+from consumers.core.projection import ProjectionConfig
 from events_schema.arn import short_arn
 from events_schema.aws import (
     AwsHealthEvent,
@@ -162,7 +163,7 @@ def facts_of(event: StreamEvent, config: ProjectionConfig) -> Facts:
         detail = event.detail
         facts.tasks.add(detail.taskArn)
         _add(facts.nodes, detail.containerInstanceArn)
-        _add(facts.jobs, job_id_of(detail, config))
+        _add(facts.jobs, job_identity(detail, None, config.identity).job_id)
     elif isinstance(event, ContainerInstanceStateChange | ContainerInstanceHealthChange):
         facts.nodes.add(event.detail.containerInstanceArn)
         _add(facts.instance_ids, event.detail.ec2InstanceId)
@@ -369,7 +370,7 @@ def _task_row(event: TaskStateChange, at: str, config: ProjectionConfig) -> Row:
         what += f", exit {'/'.join(str(e) for e in exits)}"
     if d.stopCode:
         what += f", {d.stopCode}"
-    job = job_id_of(d, config)
+    job = job_identity(d, None, config.identity).job_id  # None while it waits for its tags
     return Row(at, "ecs", event.detail_type, f"job {job}" if job else f"task {short_arn(d.taskArn)}", what,
                d.stoppedReason or "", event.id, None, d.containerInstanceArn,
                {"task_arn": d.taskArn, "last_status": d.lastStatus, "version": d.version,

@@ -1,10 +1,14 @@
 """The projection of the stream into the ``ecs_task``, ``ecs_job`` and ``ecs_node`` tables.
 
-Every field group of an item is a last-writer-wins register keyed by a total order:
-ECS's ``detail.version`` for ECS entities, and ``(event time, event id)`` for our own events (the
-Firehose archive keeps no sequence numbers, and replay must give what live gave). Derived fields are
-recomputed from the registers. So folding is idempotent and commutative across entities: any
-duplication and any interleaving of per-entity-ordered histories gives the same items.
+Every field group of an item is a register that merges the same way in any order: last-writer-wins on a
+total order (ECS's ``detail.version`` for ECS entities, ``(event time, event id)`` or the record's own
+``order`` for our own events; the Firehose archive keeps no sequence numbers, and replay must give what
+live gave), set-once flags, and the lowest-ordered capture of a task's tags. Derived fields are recomputed
+from the registers. So folding is idempotent and commutative across entities: any duplication and any
+interleaving of per-entity-ordered histories gives the same items.
+
+The ECS rules (which job a task belongs to, GPU task, failure, lifecycle) are the recovery's own, from
+``consumers/core/facts.py``: the tables and recovery never disagree about what a job is.
 """
 
 from __future__ import annotations
@@ -12,23 +16,41 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from consumers.core.clocktext import epoch_seconds, iso, parse_iso
+from consumers.core.facts import (
+    IdentityRules,
+    JobLifecycle,
+    RankView,
+    first_nonzero_exit,
+    is_failure,
+    is_gpu_task,
+    job_identity,
+    launch_spec,
+    lifecycle,
+    stage,
+    stopped_by_recovery,
+)
 from events_schema.aws import (
     Container,
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
+    HealthCheckResult,
     TaskDetail,
     TaskStateChange,
 )
+from events_schema.commands import StartTask
 from events_schema.decode import StreamEvent
 from events_schema.envelope import OurEvent
 from events_schema.events import (
+    ActionOutcome,
     DecisionRecorded,
     HealthCheckReported,
     JobStateChanged,
     NodeStateChanged,
+    TaskTagsCaptured,
 )
 
 TASK = "ecs_task"
@@ -43,25 +65,37 @@ Item = dict[str, Any]
 ACTIVE_RECOVERY_STATES = frozenset({"RECOVERING", "RESTARTING", "WAITING_CAPACITY"})
 TERMINAL_JOB_STATES = frozenset({"COMPLETED", "FAILED", "STOPPED_BY_USER"})
 RECOVERY_STOP_ACTION = "StopTask"
+ECS_EVENTS = (TaskStateChange, ContainerInstanceStateChange, ContainerInstanceHealthChange)
+# ECS's own rule for a container instance's overallStatus: the most severe check wins, in this order
+# (developerguide/container-instance-health.html). A status ECS adds later counts as missing data.
+HEALTH_SEVERITY = {"IMPAIRED": 0, "INSUFFICIENT_DATA": 1, "INITIALIZING": 2, "OK": 3}
 
 
 @dataclass(frozen=True)
 class ProjectionConfig:
-    """How tasks map to jobs, and which tasks count as GPU tasks (DESIGN section 5)."""
+    """Which job a task belongs to and which tasks are GPU tasks (the rules recovery uses, built from the same
+    settings by ``gpu_recovery.apps.identity_rules``), which cluster is ours, how long finished items stay."""
 
-    job_id_source: str = "group"  # "group" or "startedBy"
-    gpu_task_families: frozenset[str] = frozenset()
-    health_check_family: str | None = None
+    identity: IdentityRules = field(default_factory=IdentityRules)
+    cluster_arn: str | None = None  # None: fold every cluster's events (tools reading any stream, tests)
     ttl_days: int = 30
 
 
 @dataclass
 class ProjectionState:
+    """Items by key. ``known``: the keys an adapter looked up (None: every item there is, is here); a key the
+    fold reads outside it lands in ``missing``, so the adapter loads it and folds again."""
+
     items: dict[EntityKey, Item] = field(default_factory=dict)
     dirty: set[EntityKey] = field(default_factory=set)
+    known: set[EntityKey] | None = None
+    missing: set[EntityKey] = field(default_factory=set)
 
     def get(self, key: EntityKey) -> Item | None:
-        return self.items.get(key)
+        item = self.items.get(key)
+        if item is None and self.known is not None and key not in self.known:
+            self.missing.add(key)
+        return item
 
     def put(self, key: EntityKey, item: Item) -> None:
         self.items[key] = item
@@ -73,7 +107,11 @@ class ProjectionState:
 
 
 def fold(state: ProjectionState, event: StreamEvent, config: ProjectionConfig) -> ProjectionState:
-    """Apply one event. Stale and repeated events leave the state as it was."""
+    """Apply one event. Stale and repeated events leave the state as it was.
+
+    AWS Health and EC2 instance state events change no table: recovery acts on them, the tables keep ECS's view.
+    Other clusters' events are the caller's to leave out (``foreign_cluster``): the projector parks them.
+    """
     if isinstance(event, TaskStateChange):
         _apply_task(state, event, config)
     elif isinstance(event, ContainerInstanceStateChange):
@@ -92,14 +130,22 @@ def fold_all(events: Iterable[StreamEvent], config: ProjectionConfig) -> Project
     return state
 
 
+def foreign_cluster(event: StreamEvent, config: ProjectionConfig) -> str | None:
+    """The cluster of an ECS event from a cluster that is not ours; None for ours (our own events and AWS
+    Health / EC2 events name no cluster: the rules match them to the cluster's instances)."""
+    if config.cluster_arn is None or not isinstance(event, ECS_EVENTS):
+        return None
+    cluster = event.detail.clusterArn
+    return None if cluster == config.cluster_arn else cluster
+
+
 def touched_keys(event: StreamEvent, config: ProjectionConfig) -> list[EntityKey]:
-    """The items an event may change, so an adapter can load them in one round trip."""
+    """The items an event is expected to change, so an adapter can load them in one round trip. The fold
+    names any other item it reads (``ProjectionState.missing``): the job a task's stored tags name."""
     if isinstance(event, TaskStateChange):
         keys: list[EntityKey] = [(TASK, event.detail.taskArn)]
-        job_id = job_id_of(event.detail, config)
-        if job_id is not None:
-            keys.append((JOB, job_id))
-        return keys
+        job_id = job_identity(event.detail, None, config.identity).job_id
+        return [*keys, (JOB, job_id)] if job_id is not None else keys
     if isinstance(event, ContainerInstanceStateChange | ContainerInstanceHealthChange):
         return [(NODE, event.detail.containerInstanceArn)]
     if isinstance(event, OurEvent):
@@ -107,64 +153,51 @@ def touched_keys(event: StreamEvent, config: ProjectionConfig) -> list[EntityKey
     return []
 
 
-def job_id_of(detail: TaskDetail, config: ProjectionConfig) -> str | None:
-    if config.health_check_family and detail.task_definition_family == config.health_check_family:
-        return None
-    if config.job_id_source == "startedBy":
-        return detail.startedBy or detail.group
-    return detail.group or detail.startedBy
+# --- tasks ----------------------------------------------------------------------------------------
 
 
-def is_gpu_task(detail: TaskDetail, config: ProjectionConfig) -> bool:
-    return bool(detail.gpu_ids) or detail.task_definition_family in config.gpu_task_families
-
-
-def is_failure(detail: TaskDetail) -> bool:
-    """STOPPED with a non-zero exit or a failed start; a user stop is not a failure."""
-    if detail.lastStatus != "STOPPED" or detail.stopCode == "UserInitiated":
-        return False
-    if detail.stopCode == "TaskFailedToStart":
-        return True
-    codes = [c.exitCode for c in detail.containers if c.exitCode is not None]
-    return any(code != 0 for code in codes) or (not codes and detail.stopCode != "ServiceSchedulerInitiated")
-
-
-def first_nonzero_exit(detail: TaskDetail) -> int | None:
-    return next((c.exitCode for c in detail.containers if c.exitCode not in (None, 0)), None)
-
-
-# --- tasks and jobs -------------------------------------------------------------------------------
+def _task_stub(task_arn: str) -> Item:
+    """A task known only from our own events so far (its tags, recovery's stop); its ECS facts come later."""
+    return {"task_arn": task_arn, "version": -1, "job_id": None, "identity": None, "is_gpu": False,
+            "tags": None, "tags_order": "", "stop_requested_by_recovery": False}
 
 
 def _apply_task(state: ProjectionState, event: TaskStateChange, config: ProjectionConfig) -> None:
     detail = event.detail
     key: EntityKey = (TASK, detail.taskArn)
     current = state.get(key)
-    item = _task_item(event, config, current)
     if current is None or current.get("version", -1) < detail.version:
+        item = _task_item(event, config, current or _task_stub(detail.taskArn))
+    elif not current.get("is_gpu") and is_gpu_task(detail, config.identity.gpu_task_families):
+        item = {**current, "is_gpu": True}  # a GPU task whatever its newest event shows: never fixed at first sight
+    else:
+        item = current
+    if item is not current:
         state.put(key, item)
     # The job's entry has its own version: a write lost between the task's and the job's put heals
     # when the batch is delivered again.
-    if item["job_id"] is not None:
-        _apply_task_to_job(state, item, config)
+    _join_job(state, item, current.get("job_id") if current else None, config)
 
 
-def _task_item(event: TaskStateChange, config: ProjectionConfig, current: Item | None) -> Item:
+def _task_item(event: TaskStateChange, config: ProjectionConfig, base: Item) -> Item:
     detail = event.detail
     at = iso(event.time)
     stopped_at = iso(detail.stoppedAt) if detail.stoppedAt else (at if detail.lastStatus == "STOPPED" else None)
-    gpu_ids, family = detail.gpu_ids, detail.task_definition_family  # both derived: read once
-    item: Item = {
+    gpu_ids = detail.gpu_ids  # a derived list: read once (is_gpu_task reads it too, when it is empty)
+    tags = base.get("tags")
+    job_id, identity = _identity(detail, base, config)
+    return {
         "task_arn": detail.taskArn,
         "cluster_arn": detail.clusterArn,
-        "job_id": job_id_of(detail, config),
+        "job_id": job_id,
+        "identity": identity,
         "container_instance_arn": detail.containerInstanceArn,
         "task_definition_arn": detail.taskDefinitionArn,
-        "family": family,
+        "family": detail.task_definition_family,
         "last_status": detail.lastStatus,
         "desired_status": detail.desiredStatus,
         "version": detail.version,
-        "is_gpu": bool(gpu_ids) or family in config.gpu_task_families,  # is_gpu_task, inlined
+        "is_gpu": bool(gpu_ids) or bool(base.get("is_gpu")) or is_gpu_task(detail, config.identity.gpu_task_families),
         "gpu_ids": gpu_ids,
         "group": detail.group,
         "started_by": detail.startedBy,
@@ -179,10 +212,23 @@ def _task_item(event: TaskStateChange, config: ProjectionConfig, current: Item |
         "started_at": iso(detail.startedAt) if detail.startedAt else None,
         "stopped_at": stopped_at,
         "updated_at": at,
-        "stop_requested_by_recovery": bool(current and current.get("stop_requested_by_recovery")),
+        "tags": tags,
+        "tags_order": base.get("tags_order", ""),
+        # Set once: recovery recorded its StopTask, or the stop's reason is recovery's own mark.
+        "stop_requested_by_recovery": bool(base.get("stop_requested_by_recovery")) or stopped_by_recovery(detail),
         "expires_at": _expiry(stopped_at, config) if stopped_at else None,
     }
-    return item
+
+
+def _identity(detail: TaskDetail, base: Item, config: ProjectionConfig) -> tuple[str | None, str | None]:
+    """The task's job by the recovery's rule; what it reads (group, startedBy, task definition, tags) does not
+    change from one event of a task to the next, so the item's answer stands while they are the same."""
+    if base.get("identity") is not None and (base.get("group"), base.get("started_by"),
+                                             base.get("task_definition_arn")) == (
+            detail.group, detail.startedBy, detail.taskDefinitionArn):
+        return base["job_id"], base["identity"]
+    identity = job_identity(detail, base.get("tags"), config.identity)
+    return identity.job_id, identity.kind
 
 
 def _container(container: Container) -> dict[str, Any]:
@@ -196,33 +242,85 @@ def _container(container: Container) -> dict[str, Any]:
     }
 
 
-def launch_spec(detail: TaskDetail) -> dict[str, Any]:
-    """What StartTask needs to launch this task again, exactly as it was (ECS forgets stopped tasks)."""
-    overrides = detail.overrides.model_dump(mode="json", exclude_none=True) if detail.overrides else {}
-    return {
-        "task_definition_arn": detail.taskDefinitionArn,
-        "overrides": overrides,
-        "group": detail.group,
-        "started_by": detail.startedBy,
-        "launch_type": detail.launchType,
-        "capacity_provider": detail.capacityProviderName,
-    }
-
-
 def _expiry(stopped_at: str, config: ProjectionConfig) -> int:
     return epoch_seconds(parse_iso(stopped_at) + timedelta(days=config.ttl_days))
 
 
+def _apply_tags(state: ProjectionState, task_arn: str, tags: list[dict[str, str]], order: str,
+                config: ProjectionConfig) -> None:
+    """A task's tags (task events carry none): its job may be known now. The first capture wins."""
+    key: EntityKey = (TASK, task_arn)
+    current = state.get(key)
+    item = current or _task_stub(task_arn)
+    if item.get("tags") is None or order < item.get("tags_order", ""):
+        item = _identified({**item, "tags": [dict(t) for t in tags], "tags_order": order}, config)
+        state.put(key, item)
+    _join_job(state, item, current.get("job_id") if current else None, config)
+
+
+def _identified(item: Item, config: ProjectionConfig) -> Item:
+    """The task's job by the recovery's rule, from what its item keeps (a stub has no facts to go by yet)."""
+    if item.get("version", -1) < 0:
+        return item
+    # Only what identity reads; built without validation (the item's values were validated when they came).
+    detail = TaskDetail.model_construct(
+        taskArn=item["task_arn"], clusterArn=item.get("cluster_arn") or "", lastStatus=item["last_status"],
+        version=item["version"], taskDefinitionArn=item["task_definition_arn"], containers=[],
+        group=item.get("group"), startedBy=item.get("started_by"))
+    identity = job_identity(detail, item.get("tags"), config.identity)
+    return {**item, "job_id": identity.job_id, "identity": identity.kind}
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+
+def _join_job(state: ProjectionState, task: Item, previous_job: str | None, config: ProjectionConfig) -> None:
+    """Put the task's entry in its job; leave the job it was counted in before, if that changed (an item
+    written under the older rule, or tags that name another job)."""
+    if previous_job is not None and previous_job != task.get("job_id"):
+        _leave_job(state, previous_job, task, config)
+    if task.get("job_id") is not None and task.get("version", -1) >= 0:  # a stub has no facts to enter yet
+        _apply_task_to_job(state, task, config)
+
+
+def _leave_job(state: ProjectionState, job_id: str, task: Item, config: ProjectionConfig) -> None:
+    key: EntityKey = (JOB, job_id)
+    job = state.get(key)
+    task_arn = task["task_arn"]
+    if job is None or task_arn not in job["tasks"]:
+        return
+    tasks = {arn: entry for arn, entry in job["tasks"].items() if arn != task_arn}
+    left = _derive_job({**job, "tasks": tasks}, config)
+    if not tasks and left.get("recovery") is None and task.get("updated_at"):
+        left["expires_at"] = _expiry(task["updated_at"], config)  # every task left it: it goes after the TTL
+    state.put(key, left)
+
+
 def _apply_task_to_job(state: ProjectionState, task: Item, config: ProjectionConfig) -> None:
     key: EntityKey = (JOB, task["job_id"])
-    job = dict(state.get(key) or _new_job(task))
-    for constant in ("cluster_arn", "group", "started_by"):  # the same for every task of a job
-        job[constant] = job.get(constant) or task[constant]
-    tasks = dict(job["tasks"])
-    known = tasks.get(task["task_arn"])
-    if known is not None and known["version"] >= task["version"]:
-        return
-    tasks[task["task_arn"]] = {
+    base = state.get(key) or _new_job(task)
+    arn = task["task_arn"]
+    entry = _rank_entry(task, base)
+    known = base["tasks"].get(arn)
+    if known is not None:
+        if known["version"] > entry["version"]:
+            return
+        if known["version"] == entry["version"]:  # the same facts: only set-once flags can add something
+            entry = {**entry, "is_gpu": entry["is_gpu"] or known["is_gpu"],
+                     "recovery_stop": entry["recovery_stop"] or known["recovery_stop"]}
+            if entry == known:
+                return
+    job = dict(base)
+    for constant in ("cluster_arn", "group", "started_by"):  # the same for every rank; else the least, in any order
+        known_value, value = base.get(constant), task.get(constant)
+        if value != known_value and value is not None:
+            job[constant] = value if known_value is None else min(value, known_value)
+    job["tasks"] = {**base["tasks"], arn: entry}
+    state.put(key, _derive_job(job, config))
+
+
+def _rank_entry(task: Item, job: Item) -> Item:
+    return {
         "version": task["version"],
         "last_status": task["last_status"],
         "container_instance_arn": task["container_instance_arn"],
@@ -232,15 +330,10 @@ def _apply_task_to_job(state: ProjectionState, task: Item, config: ProjectionCon
         "created_at": task["created_at"],
         "task_definition_arn": task["task_definition_arn"],
         "at": task["updated_at"],
-        "is_gpu": task["is_gpu"],
-        "recovery_stop": bool(
-            task["stop_requested_by_recovery"]
-            or (known and known.get("recovery_stop"))
-            or task["task_arn"] in job.get("recovery_stops", ())
-        ),
+        "is_gpu": bool(task["is_gpu"]),
+        "recovery_stop": bool(task.get("stop_requested_by_recovery")
+                              or task["task_arn"] in job.get("recovery_stops", ())),
     }
-    job["tasks"] = tasks
-    state.put(key, _derive_job(job, config))
 
 
 def _new_job(task: Item) -> Item:
@@ -253,18 +346,54 @@ def _new_job(task: Item) -> Item:
     }
 
 
+@dataclass(frozen=True)
+class _Ranks:
+    """What a generation's ranks add up to."""
+
+    state: JobLifecycle
+    at: str  # the newest rank event's time
+    last_failure_at: str
+    running: int
+    failed: list[str]
+    newest: tuple[str, str] | None  # (created_at, arn) of the latest rank
+
+
+@lru_cache(maxsize=256)
+def _view(status: str | None, failed: bool, stop_code: str | None, ours: bool) -> RankView:
+    # A handful of distinct views: shared, since a 2,048-rank job derives its state at every rank's event.
+    return RankView(stage=stage(status), failed=failed, user_stop=stop_code == "UserInitiated" and not ours,
+                    recovery_stop=ours)
+
+
+def _ranks(tasks: dict[str, Item]) -> _Ranks:
+    """One loop over a generation's ranks (the fold runs this at every task event); its state is
+    ``facts.lifecycle``'s."""
+    at = last_failure_at = ""
+    running, failed, newest = 0, [], None
+    views = []
+    for arn, t in tasks.items():
+        views.append(_view(t["last_status"], bool(t["failed"]), t["stop_code"], bool(t["recovery_stop"])))
+        if t["at"] > at:
+            at = t["at"]
+        if newest is None or (t["created_at"], arn) > newest:
+            newest = (t["created_at"], arn)
+        if t["failed"]:
+            failed.append(arn)
+            last_failure_at = max(last_failure_at, t["at"])
+        if t["last_status"] == "RUNNING":
+            running += 1
+    return _Ranks(lifecycle(views), at, last_failure_at, running, failed, newest)
+
+
 def _derive_job(job: Item, config: ProjectionConfig) -> Item:
     current = _current_generation(job)
-    derived, derived_at, last_failure_at, running, failed, newest = _summarize(current)
+    ranks = _ranks(current)
     recovery = job.get("recovery")
-    state = derived
-    if recovery is not None:
-        state = _merge_job_state(derived, derived_at, last_failure_at, recovery)
+    state: str = ranks.state if recovery is None else _merge_job_state(ranks, recovery)
     job["state"] = state
     tasks: dict[str, Item] = job["tasks"]
-    # One loop over the job's tasks (and one over its current generation, in _summarize): the fold
-    # runs this for every task event, and a job keeps the tasks of all its generations.
-    is_gpu, updated_at = False, recovery["at"] if recovery else None
+    # One loop over the job's tasks of every generation (and one over its current generation, in _ranks).
+    is_gpu, updated_at, newest = False, recovery["at"] if recovery else None, ranks.newest
     for arn, task in tasks.items():
         is_gpu = is_gpu or bool(task["is_gpu"])
         if updated_at is None or task["at"] > updated_at:
@@ -275,8 +404,8 @@ def _derive_job(job: Item, config: ProjectionConfig) -> Item:
         job["task_definition_arn"] = tasks[newest[1]]["task_definition_arn"]
     job["is_gpu"] = is_gpu
     job["task_count"] = len(current)
-    job["running_count"] = running
-    job["failed_task_arns"] = sorted(failed)
+    job["running_count"] = ranks.running
+    job["failed_task_arns"] = sorted(ranks.failed)
     job["restart_count"] = recovery["restart_count"] if recovery else 0
     job["incident_id"] = recovery["incident_id"] if recovery else None
     job["state_reason"] = recovery["reason"] if recovery and state == recovery["state"] else ""
@@ -297,58 +426,13 @@ def _current_generation(job: Item) -> dict[str, Item]:
     return {arn: t for arn, t in tasks.items() if t["created_at"] >= since}
 
 
-def _failed(task: Item) -> bool:
-    # Our own stops end as UserInitiated, which is never a failure; recovery_stop only tells them from a user's.
-    return bool(task["failed"])
-
-
-Summary = tuple[str, str, str, int, list[str], tuple[str, str] | None]
-
-
-def _summarize(tasks: dict[str, Item]) -> Summary:
-    """In one loop over a generation's tasks: the job state ECS alone implies, when it became so, the
-    last failure time, how many run, which failed, and the (created_at, arn) of the newest."""
-    at = last_failure_at = ""
-    running, failed, newest = 0, [], None
-    user_stopped = False
-    stopped = 0
-    live_all_running = stops_all_ours = True
-    for arn, t in tasks.items():
-        if t["at"] > at:
-            at = t["at"]
-        if newest is None or (t["created_at"], arn) > newest:
-            newest = (t["created_at"], arn)
-        if _failed(t):
-            failed.append(arn)
-            last_failure_at = max(last_failure_at, t["at"])
-        if t["last_status"] == "STOPPED":
-            stopped += 1
-            user_stopped = user_stopped or (t["stop_code"] == "UserInitiated" and not t["recovery_stop"])
-            stops_all_ours = stops_all_ours and bool(t["recovery_stop"])
-        elif t["last_status"] == "RUNNING":
-            running += 1
-        else:
-            live_all_running = False
-    if not tasks:
-        state = "PENDING"
-    elif failed:
-        state = "INTERRUPTED"
-    elif stopped < len(tasks):
-        state = "RUNNING" if live_all_running else "PENDING"
-    elif user_stopped:
-        state = "STOPPED_BY_USER"
-    else:
-        state = "INTERRUPTED" if stops_all_ours else "COMPLETED"
-    return state, at, last_failure_at if failed else "", running, failed, newest
-
-
-def _merge_job_state(derived: str, derived_at: str, last_failure_at: str, recovery: Item) -> str:
+def _merge_job_state(ranks: _Ranks, recovery: Item) -> str:
     """Recovery's word stands until ECS shows something newer that recovery has not seen."""
-    if derived == "INTERRUPTED":
-        return "INTERRUPTED" if last_failure_at > recovery["at"] else str(recovery["state"])
-    if recovery["state"] in ACTIVE_RECOVERY_STATES and derived == "PENDING":
+    if ranks.state == "INTERRUPTED":
+        return "INTERRUPTED" if ranks.last_failure_at > recovery["at"] else str(recovery["state"])
+    if recovery["state"] in ACTIVE_RECOVERY_STATES and ranks.state == "PENDING":
         return str(recovery["state"])
-    return derived if derived_at > recovery["at"] else str(recovery["state"])
+    return ranks.state if ranks.at > recovery["at"] else str(recovery["state"])
 
 
 # --- nodes ----------------------------------------------------------------------------------------
@@ -369,8 +453,7 @@ def _new_node(arn: str, cluster_arn: str | None) -> Item:
         "ecs_version": -1,
         "ecs_at": None,
         "health_status": None,
-        "health_checks": [],
-        "health_order": "",
+        "health_checks": {},
         "repair_state": "HEALTHY",
         "repair_reason": "",
         "incident_id": None,
@@ -389,7 +472,7 @@ def _apply_container_instance(state: ProjectionState, event: ContainerInstanceSt
     instance_id = detail.ec2InstanceId
     node.update(
         cluster_arn=detail.clusterArn,
-        ec2_instance_id=instance_id,
+        ec2_instance_id=instance_id or node["ec2_instance_id"],
         is_external=bool(instance_id and instance_id.startswith("mi-")),
         status=detail.status,
         status_reason=detail.statusReason,
@@ -405,20 +488,49 @@ def _apply_container_instance(state: ProjectionState, event: ContainerInstanceSt
 
 
 def _apply_instance_health(state: ProjectionState, event: ContainerInstanceHealthChange) -> None:
+    """One register per health check: an event about one check leaves the others as they are, and two
+    events in the same second both land (each check keeps its newest result, by its own time)."""
     detail = event.detail
     key: EntityKey = (NODE, detail.containerInstanceArn)
-    node = dict(state.get(key) or _new_node(detail.containerInstanceArn, detail.clusterArn))
-    order = f"{iso(event.time)}|{event.id}"
-    if node["health_order"] >= order:
-        return
-    node.update(
-        health_status=detail.overallStatus,
-        health_checks=[c.model_dump(mode="json", exclude_none=True) for c in detail.healthChecks],
-        health_order=order,
-    )
-    if detail.ec2InstanceId and not node["ec2_instance_id"]:
-        node["ec2_instance_id"] = detail.ec2InstanceId
-    state.put(key, node)
+    current = state.get(key)
+    node = dict(current or _new_node(detail.containerInstanceArn, detail.clusterArn))
+    checks = _health_registers(node)
+    for check in detail.healthChecks:
+        name = check.type or "UNKNOWN"
+        register = _health_register(check, event)
+        known = checks.get(name)
+        if known is None or known["order"] < register["order"]:
+            checks[name] = register
+    node["health_checks"] = checks
+    node["health_status"] = overall_health(checks)
+    node.pop("health_order", None)  # the single register items written before per-check registers kept
+    node["cluster_arn"] = node["cluster_arn"] or detail.clusterArn
+    node["ec2_instance_id"] = node["ec2_instance_id"] or detail.ec2InstanceId
+    if node != current:
+        state.put(key, node)
+
+
+def _health_registers(node: Item) -> dict[str, Item]:
+    checks = node.get("health_checks")
+    return dict(checks) if isinstance(checks, dict) else {}  # an older item's list is one event's, not registers
+
+
+def _health_register(check: HealthCheckResult, event: ContainerInstanceHealthChange) -> Item:
+    # The same order as recovery's register (consumers/core/recovery/apply.py): the check's own time, then the
+    # event id, so replay in any order keeps the same result.
+    reason = (check.model_extra or {}).get("statusReason")
+    return {
+        "status": check.status or "UNKNOWN",
+        "since": iso(check.lastStatusChange or check.lastUpdated or event.time),
+        "reason": str(reason) if reason is not None else "",
+        "order": f"{iso(check.lastUpdated or event.time)}|{event.id}",
+    }
+
+
+def overall_health(checks: dict[str, Item]) -> str | None:
+    """The node's health as ECS computes ``overallStatus``: the most severe of its checks."""
+    statuses = [str(c["status"]) for c in checks.values()]
+    return min(statuses, key=lambda s: (HEALTH_SEVERITY.get(s, 1), s), default=None)
 
 
 # --- our own events -------------------------------------------------------------------------------
@@ -433,16 +545,33 @@ def _order(event: OurEvent) -> str:
     return f"{iso(event.time)}|{event.event_id}"
 
 
+def _started_rank(data: ActionOutcome) -> tuple[str, list[dict[str, str]]] | None:
+    """A rank recovery started, and the tags it started it with (recovery reads no tags of its own starts)."""
+    command = data.action
+    if data.status != "succeeded" or not isinstance(command, StartTask) or command.purpose != "rank":
+        return None
+    arn = data.detail.get("task_arn")
+    return (arn, list(command.tags)) if isinstance(arn, str) and arn else None
+
+
 def _our_keys(event: OurEvent) -> list[EntityKey]:
     data = event.data
     if isinstance(data, NodeStateChanged | HealthCheckReported):
         return [(NODE, data.node_arn)]
     if isinstance(data, JobStateChanged):
         return [(JOB, data.job_id)]
+    task_arn: str | None = None
     if isinstance(data, DecisionRecorded) and data.action.type == RECOVERY_STOP_ACTION:
-        keys: list[EntityKey] = [(TASK, data.action.target)]
-        return [*keys, (JOB, data.job_id)] if data.job_id else keys
-    return []
+        task_arn = data.action.target
+    elif isinstance(data, TaskTagsCaptured):
+        task_arn = data.task_arn
+    elif isinstance(data, ActionOutcome) and (started := _started_rank(data)) is not None:
+        task_arn = started[0]
+    if task_arn is None:
+        return []
+    # The job the event names is where the task goes, when the tables agree with recovery (they use one rule).
+    job_id = getattr(data, "job_id", None)
+    return [(TASK, task_arn), (JOB, job_id)] if job_id else [(TASK, task_arn)]
 
 
 def _apply_ours(state: ProjectionState, event: OurEvent, config: ProjectionConfig) -> None:
@@ -455,6 +584,10 @@ def _apply_ours(state: ProjectionState, event: OurEvent, config: ProjectionConfi
         _apply_job_state(state, event, data, config)
     elif isinstance(data, DecisionRecorded) and data.action.type == RECOVERY_STOP_ACTION:
         _mark_recovery_stop(state, data, config)
+    elif isinstance(data, TaskTagsCaptured):
+        _apply_tags(state, data.task_arn, data.tags, _order(event), config)
+    elif isinstance(data, ActionOutcome) and (started := _started_rank(data)) is not None:
+        _apply_tags(state, started[0], started[1], _order(event), config)
 
 
 def _apply_node_state(state: ProjectionState, event: OurEvent, data: NodeStateChanged) -> None:
@@ -525,9 +658,11 @@ def _apply_job_state(
 def _mark_recovery_stop(state: ProjectionState, data: DecisionRecorded, config: ProjectionConfig) -> None:
     """Flags are set-once, so marking commutes with the task's own events (a stub keeps it)."""
     task_key: EntityKey = (TASK, data.action.target)
-    task = state.get(task_key) or {"task_arn": data.action.target, "version": -1, "job_id": data.job_id}
+    task = state.get(task_key) or _task_stub(data.action.target)
     if not task.get("stop_requested_by_recovery"):
-        state.put(task_key, {**task, "stop_requested_by_recovery": True})
+        task = {**task, "stop_requested_by_recovery": True}
+        state.put(task_key, task)
+    _join_job(state, task, task.get("job_id"), config)
     if not data.job_id:
         return
     job_key: EntityKey = (JOB, data.job_id)
@@ -549,4 +684,3 @@ def _job_stub(job_id: str) -> Item:
         "task_definition_arn": None, "tasks": {}, "recovery": None, "generation_at": None,
         "recovery_stops": [],
     }
-

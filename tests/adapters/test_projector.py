@@ -8,23 +8,33 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore, create_tables
 from consumers.adapters.memory import InMemoryParkingLot, InMemoryProjectionStore
 from consumers.adapters.metrics import NAMESPACE, CloudWatchMetrics
 from consumers.core.errors import TransientError
-from consumers.core.ports import StreamRecord
-from consumers.core.projection import JOB, KEY_ATTRIBUTE, TASK, ProjectionConfig
-from consumers.projector import PARKING_FAILED, ParkingFailed, Projector
-from tests.factories import task_arn, task_event
-from tests.hostile import HOSTILE
+from consumers.core.ports import ItemWrite, StreamRecord
+from consumers.core.projection import JOB, KEY_ATTRIBUTE, NODE, TASK, ProjectionConfig, fold_all
+from consumers.projector import FOREIGN_CLUSTER, PARKING_FAILED, ParkingFailed, Projector
+from events_schema.decode import decode_mapping
+from events_schema.envelope import Envelope
+from events_schema.events import JobStateChanged, TaskTagsCaptured
+from gpu_recovery.apps import projection_config
+from gpu_recovery.settings import load_settings
+from gpu_recovery.wiring import policy_config
+from tests.core.test_projection import CONFIG, JOB_TAG, histories, job_tag, tags_captured
+from tests.factories import CLUSTER, at, node_arn, node_event, ours, task_arn, task_event
+from tests.hostile import HOSTILE, sample
 
 TABLES = {"ecs_task": "ecs_task", "ecs_job": "ecs_job", "ecs_node": "ecs_node", "parked": "parked"}
 
 
-def records(*bodies: Any, shard: str = "shardId-000000000000") -> list[StreamRecord]:
+def records(*bodies: Any, shard: str = "shardId-000000000000", first: int = 1000) -> list[StreamRecord]:
     out = []
-    for i, body in enumerate(bodies):
+    for i, body in enumerate(bodies, start=first - 1000):
+        body = body.model_dump(mode="json") if isinstance(body, Envelope) else body
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         out.append(StreamRecord(shard, str(1000 + i), "pk", data))
     return out
@@ -151,27 +161,32 @@ def _stored_keys(store: DynamoProjectionStore, table: str) -> list[str]:
 
 def test_a_record_whose_fold_raises_is_parked_whole_and_the_records_around_it_applied(dynamo_projector: Any) -> None:
     projector, store, parking = dynamo_projector
-    # GIVEN a completed task in year 9999: its fold writes the task, then fails on the job's expiry
-    hostile = HOSTILE["time_in_year_9999"]()
-    batch = records(task_event(1, version=2), hostile, task_event(2, node=2, version=2))
+    # GIVEN task 9's item edited by hand behind the projector's back (its version is text): folding task 9's
+    # event over it raises (decoding bounds every AWS field, so only a stored item can still make a fold raise)
+    store.save([ItemWrite((TASK, task_arn(9)), {"task_arn": task_arn(9), "version": "seven"}, 0)])
+    batch = records(task_event(1, version=2), task_event(9, node=3, version=2), task_event(2, node=2, version=2))
     # WHEN projected
     report = projector.handle_batch(batch)
-    # THEN the good tasks are applied, nothing of the bad one (not even its task), which is parked
-    assert _stored_keys(store, TASK) == [task_arn(1), task_arn(2)]
-    assert _stored_keys(store, JOB) == ["job:alpha"]
+    # THEN the good tasks are applied, nothing of the bad one (not even its job), which is parked
+    assert _stored_keys(store, TASK) == [task_arn(1), task_arn(2), task_arn(9)]
+    (job,) = store.scan_table(JOB)
+    assert sorted(job["tasks"]) == [task_arn(1), task_arn(2)]
     (row,) = parking.list("projector")
-    assert (row["sequence_number"], row["reason_kind"], row["error_type"]) == ("1001", "fold_error", "OverflowError")
+    assert (row["sequence_number"], row["reason_kind"], row["error_type"]) == ("1001", "fold_error", "TypeError")
     assert row["position"] == "record 2/3 of its batch"
     assert (report.applied, report.parked) == (2, 1)
 
 
 def test_an_item_dynamodb_would_refuse_is_parked_before_anything_of_it_is_written(dynamo_projector: Any) -> None:
     projector, store, parking = dynamo_projector
-    # GIVEN a task whose group is 3,000 characters (its job's key would be over DynamoDB's 2,048 bytes)
-    batch = records(HOSTILE["group_of_3000_characters"](), task_event(1, version=2))
-    report = projector.handle_batch(batch)
-    # THEN its task item was not written either, and the reason names the limit
-    assert _stored_keys(store, TASK) == [task_arn(1)]
+    # GIVEN a task waiting for its tags, and a forged capture whose job tag is 3,000 characters (ECS allows 256;
+    # the job's key would be over DynamoDB's 2,048 bytes)
+    projector.handle_batch(records(task_event(5, version=2, group="family:llm-train")))
+    forged = ours(TaskTagsCaptured(task_arn=task_arn(5), tags=[{"key": JOB_TAG, "value": "j" * 3000}]), when=at(3))
+    report = projector.handle_batch(records(forged.model_dump(mode="json"), task_event(1, version=2)))
+    # THEN the capture is parked with the limit as its reason, and nothing of it was written (not the task's tags)
+    assert _stored_keys(store, TASK) == [task_arn(1), task_arn(5)]
+    assert next(t for t in store.scan_table(TASK) if t["task_arn"] == task_arn(5))["tags"] is None
     (row,) = parking.list("projector")
     assert row["reason_kind"] == "unwritable" and "2048" in row["reason"]
     assert report.parked_by_kind == {"unwritable": 1}
@@ -235,3 +250,137 @@ def test_a_throttled_parking_lot_is_retried_with_the_batch_not_counted_as_unpark
     # WHEN the processor delivers the batch again THEN the bad record is parked once, the good one applied
     report = projector.handle_batch(batch)
     assert [r.sequence_number for r in parking.records] == ["1000"] and report.applied == 1
+
+
+# --- which job: tags that came in an earlier batch ----------------------------------------------------
+
+
+def test_tags_from_an_earlier_batch_name_the_job_of_later_task_events(dynamo_projector: Any) -> None:
+    projector, store, _ = dynamo_projector
+    # GIVEN a rank launched with the job tag and no --group, running (its job waits for its tags) ...
+    projector.handle_batch(records(task_event(5, version=2, group="family:llm-train")))
+    assert list(store.scan_table(JOB)) == []
+    # ... and then recovery's capture of its tags, in a batch of its own
+    projector.handle_batch(records(tags_captured(task_arn(5), job_tag("llama-run-7"), when=at(3))))
+    # WHEN the rank fails, in a later batch that names no job
+    store.requests = 0
+    projector.handle_batch(records(task_event(5, version=3, status="STOPPED", exit_code=1, group="family:llm-train")))
+    # THEN the projector read the job the stored tags name (a second read) and the job is interrupted
+    (job,) = store.scan_table(JOB)
+    assert (job["job_id"], job["state"], job["failed_task_arns"]) == ("llama-run-7", "INTERRUPTED", [task_arn(5)])
+    assert store.requests == 2 + 2  # two reads (the task, then its job), two conditional puts
+
+
+class _RacingTags(InMemoryProjectionStore):
+    """Another worker folds the rank's tags between our read and our write, once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+
+    def save(self, writes: Any) -> list[Any]:
+        if self.armed:
+            self.armed = False
+            rival = Projector(InMemoryProjectionStore(), InMemoryParkingLot(), CONFIG)
+            rival._store = self
+            rival.handle_batch(records(tags_captured(task_arn(5), job_tag("llama-run-7"))))
+        return super().save(writes)
+
+
+def test_a_rival_writers_tags_put_our_newer_rank_state_in_the_job() -> None:
+    store = _RacingTags()
+    projector = Projector(store, InMemoryParkingLot(), CONFIG)
+    projector.handle_batch(records(task_event(5, version=2, group="family:llm-train")))
+    store.armed = True
+    # WHEN our batch stops the rank while a rival folds its tags (the rival writes the job from version 2)
+    report = projector.handle_batch(records(task_event(5, version=3, status="STOPPED", exit_code=1,
+                                                       group="family:llm-train")))
+    # THEN our refold after the conflict wrote the job too, from the rank's newest state
+    (job,) = store.table(JOB)
+    assert job["tasks"][task_arn(5)]["version"] == 3 and job["state"] == "INTERRUPTED"
+    assert report.conflicts >= 1
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(), st.lists(st.integers(1, 12), min_size=1, max_size=40))
+def test_the_projector_in_any_batches_writes_what_the_fold_gives(pair: tuple[list[Any], list[Any]],
+                                                                 sizes: list[int]) -> None:
+    # GIVEN a shuffled, duplicated delivery (tags before or after their tasks' events) cut into batches
+    clean, mixed = pair
+    store = InMemoryProjectionStore()
+    projector = Projector(store, InMemoryParkingLot(), CONFIG)
+    start, position = 0, 0
+    while start < len(mixed):
+        size = sizes[position % len(sizes)]
+        projector.handle_batch(records(*mixed[start:start + size], first=1000 + start))
+        start, position = start + size, position + 1
+    # THEN the stored items are the fold of the clean history, item for item
+    expected = fold_all([decode_mapping(e if isinstance(e, dict) else e.model_dump(mode="json")) for e in clean],
+                        CONFIG)
+    assert {key: stored.item for key, stored in store.items.items()} == expected.items
+
+
+# --- only this cluster -----------------------------------------------------------------------------
+
+
+def test_another_clusters_events_are_parked_as_foreign_cluster() -> None:
+    parking = InMemoryParkingLot()
+    store = InMemoryProjectionStore()
+    projector = Projector(store, parking, ProjectionConfig(cluster_arn=CLUSTER))
+    other = CLUSTER.replace("gpu-training", "gpu-training-2")
+    # GIVEN a batch with our task, another cluster's GPU task failing, and our own event (which names no cluster)
+    batch = records(task_event(1, version=2), task_event(2, node=2, version=3, status="STOPPED", exit_code=1,
+                                                         cluster=other),
+                    ours(JobStateChanged(job_id="job:alpha", state="RUNNING"), when=at(4)))
+    report = projector.handle_batch(batch)
+    # THEN the foreign task is parked with its reason, nothing of it in the tables; the rest is applied
+    assert sorted(key for key in store.items) == [(JOB, "job:alpha"), (TASK, task_arn(1))]
+    (row,) = parking.records
+    assert (row.sequence_number, row.reason_kind) == ("1001", FOREIGN_CLUSTER) and other in row.reason
+    assert (report.applied, report.parked, dict(report.parked_by_kind)) == (2, 1, {FOREIGN_CLUSTER: 1})
+    assert NODE not in {table for table, _ in store.items}
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"job_id_source": "startedBy"},
+    {"job_identity": "tag,group", "job_tag_key": "team:run", "services_are_jobs": True,
+     "gpu_task_families": "llm-train,vlm", "health_check_task": "dcgm-check", "cluster_name": "gpu-2"},
+])
+def test_the_tables_and_recovery_read_one_identity_from_the_same_settings(overrides: dict[str, Any]) -> None:
+    settings = load_settings(**overrides)
+    config = projection_config(settings)
+    assert config.identity == policy_config(settings).identity
+    assert config.cluster_arn == policy_config(settings).cluster_arn == settings.cluster_arn
+
+
+# --- items the previous projector wrote ------------------------------------------------------------
+
+
+def test_a_task_leaves_the_family_job_an_older_projector_put_it_in() -> None:
+    # GIVEN items as the projector before one identity model wrote them: every run of a family in one job
+    # "family:llm-train" (no identity, no tags), and a node whose health was one event's list of checks
+    store = InMemoryProjectionStore()
+    old_task = {**fold_all([decode_mapping(task_event(5, version=2, group="family:llm-train"))], CONFIG)
+                .items[(TASK, task_arn(5))], "job_id": "family:llm-train"}
+    for key in ("identity", "tags", "tags_order"):
+        old_task.pop(key)
+    old_job = {"job_id": "family:llm-train", "tasks": {task_arn(5): {"version": 2}}, "recovery": None,
+               "generation_at": None, "recovery_stops": []}
+    old_node = {**fold_all([decode_mapping(node_event(1))], CONFIG).items[(NODE, node_arn(1))],
+                "health_checks": [{"type": "CONTAINER_RUNTIME", "status": "OK"}], "health_order": "2026-11-27|x"}
+    store.save([ItemWrite((TASK, task_arn(5)), old_task, 0), ItemWrite((JOB, "family:llm-train"), old_job, 0),
+                ItemWrite((NODE, node_arn(1)), old_node, 0)])
+    projector = Projector(store, InMemoryParkingLot(), CONFIG)
+    # WHEN the task's next event, its tags and a health event of the node come
+    accelerated = {**sample("container_instance_health_change_docs_accelerated_compute")}
+    accelerated["detail"] = {**accelerated["detail"], "containerInstanceArn": node_arn(1)}
+    projector.handle_batch(records(task_event(5, version=3, group="family:llm-train"),
+                                   tags_captured(task_arn(5), job_tag("llama-run-7")), accelerated))
+    # THEN the task left the family job (read although no event named it) and is in the job its tag names
+    emptied = store.items[(JOB, "family:llm-train")].item
+    assert emptied["tasks"] == {} and emptied["expires_at"] is not None  # it leaves the table after the TTL
+    assert list(store.items[(JOB, "llama-run-7")].item["tasks"]) == [task_arn(5)]
+    # AND the node's checks are registers now (the old list was one event's, not a register per check)
+    node = store.items[(NODE, node_arn(1))].item
+    assert list(node["health_checks"]) == ["ACCELERATED_COMPUTE"] and "health_order" not in node

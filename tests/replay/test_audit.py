@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from consumers.core.facts import IdentityRules
 from consumers.core.projection import ProjectionConfig
 from gpu_recovery.cli import main
 from replay.audit import AuditSubject, Timeline, audit
@@ -25,7 +26,7 @@ from tests.replay.histories import (
     write_jsonl,
 )
 
-CONFIG = ProjectionConfig(health_check_family="gpu-recovery-healthcheck")
+CONFIG = ProjectionConfig(identity=IdentityRules(health_check_family="gpu-recovery-healthcheck"))
 
 
 def timeline(kind: str, ident: str, *, duplicate: bool = False) -> Timeline:

@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumers.core.facts import IdentityRules
 from consumers.core.projection import JOB, NODE, TASK, ProjectionConfig
 from gpu_recovery.cli import main
 from replay.rebuild import TimeWindow, rebuild
@@ -18,7 +19,7 @@ from replay.targets import render_lines
 from tests.factories import at, node_arn, task_arn
 from tests.replay.histories import ALPHA, NODE1, incident_story, lines, partition_key, write_jsonl
 
-CONFIG = ProjectionConfig(health_check_family="gpu-recovery-healthcheck")
+CONFIG = ProjectionConfig(identity=IdentityRules(health_check_family="gpu-recovery-healthcheck"))
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 

@@ -12,12 +12,14 @@ from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore,
 from consumers.core.ports import StreamRecord
 from consumers.core.projection import JOB, NODE, TASK, ProjectionConfig, ProjectionState
 from consumers.projector import Projector
-from gpu_recovery.apps import PROJECTOR_APP
+from events_schema.events import TaskTagsCaptured
+from gpu_recovery.apps import PROJECTOR_APP, identity_rules
 from gpu_recovery.cli import main
 from gpu_recovery.settings import load_settings
 from replay.leases import check_consumers
 from replay.verify import diff_values, verify
-from tests.factories import node_arn
+from tests.factories import at, node_arn, ours, task_arn, task_event
+from tests.hostile import sample
 from tests.replay.histories import NODE1, incident_story, lines, write_jsonl
 
 SETTINGS = load_settings()
@@ -29,7 +31,7 @@ def project_live(dynamodb: Any, events: list[bytes], batch: int = 4) -> DynamoPr
     create_tables(dynamodb, SETTINGS.table_names())
     store = DynamoProjectionStore(dynamodb, LIVE)
     projector = Projector(store, DynamoParkingLot(dynamodb, SETTINGS.parked_table), ProjectionConfig(
-        health_check_family=SETTINGS.health_check_task, ttl_days=SETTINGS.ttl_days))
+        identity=identity_rules(SETTINGS), ttl_days=SETTINGS.ttl_days))
     records = [StreamRecord("shardId-000000000000", str(i), "pk", data) for i, data in enumerate(events)]
     for start in range(0, len(records), batch):
         projector.handle_batch(records[start : start + batch])
@@ -59,6 +61,36 @@ def test_verify_exits_0_when_live_matches_the_replay(dynamodb: Any, history: Pat
     # THEN there is no difference
     assert code == 0
     assert "live tables match the replay" in capsys.readouterr().out
+
+
+def tag_job_story() -> list[dict[str, Any]]:
+    """A run named by its job tag (no --group), the tags read after the first events and again before the last,
+    and two health events of one node in the same second."""
+    tags = TaskTagsCaptured(task_arn=task_arn(5), tags=[{"key": "gpu-recovery:job", "value": "llama-run-7"}])
+    health = [sample("container_instance_health_change_docs_container_runtime"),
+              sample("container_instance_health_change_docs_accelerated_compute")]
+    return [task_event(5, version=1, status="PENDING", group="family:llm-train"),
+            task_event(6, node=2, version=2, group="family:llm-train"),
+            ours(tags, when=at(3)).model_dump(mode="json"),
+            ours(TaskTagsCaptured(task_arn=task_arn(6), tags=tags.tags), when=at(3)).model_dump(mode="json"),
+            task_event(5, version=2, group="family:llm-train"), *health,
+            task_event(5, version=3, status="STOPPED", exit_code=1, group="family:llm-train"),
+            ours(tags, when=at(3)).model_dump(mode="json")]
+
+
+def test_verify_matches_a_live_projection_whose_job_came_from_tags_in_earlier_batches(
+        dynamodb: Any, tmp_path: Path, capsys: Any) -> None:
+    # GIVEN live tables the projector built two records at a time (the tags in another batch than most events)
+    story = tag_job_story()
+    project_live(dynamodb, lines(story), batch=2)
+    # WHEN replayed with --verify
+    code = replay("--source", f"file:{write_jsonl(tmp_path / 'tags.jsonl', story)}", "--target", "none",
+                  "--verify")
+    # THEN live and replay agree, and the job is the tag's, with both ranks and the failure
+    assert code == 0, capsys.readouterr().out
+    (job,) = DynamoProjectionStore(dynamodb, LIVE).scan_table(JOB)
+    assert (job["job_id"], sorted(job["tasks"]), job["state"]) == ("llama-run-7", [task_arn(5), task_arn(6)],
+                                                                   "INTERRUPTED")
 
 
 def test_verify_exits_1_and_shows_key_field_live_and_replay(dynamodb: Any, history: Path, capsys: Any) -> None:
