@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from events_schema.commands import Command, Step, command_from_v1
 from events_schema.envelope import EventData, Registry
@@ -293,8 +293,18 @@ class TaskTagsCaptured(EventData):
 
     TYPE: ClassVar[str] = "TaskTagsCaptured"
     task_arn: str = Field(description="The task whose tags these are.")
-    tags: list[dict[str, str]] = Field(default_factory=list, description="The task's tags as ECS returned them.")
+    tags: list[dict[str, str]] = Field(default_factory=list, max_length=50,
+                                       description="The task's tags as ECS returned them (ECS allows 50).")
     job_id: str | None = None
+
+    @field_validator("tags")
+    @classmethod
+    def _ecs_tag_limits(cls, tags: list[dict[str, str]]) -> list[dict[str, str]]:
+        # ECS's own limits (keys 128 characters, values 256): anything longer was not written by ECS.
+        for tag in tags:
+            if len(tag.get("key", "")) > 128 or len(tag.get("value", "")) > 256:
+                raise ValueError("a tag longer than ECS allows (key 128, value 256 characters)")
+        return tags
 
 
 class OperatorRequested(EventData):

@@ -14,13 +14,12 @@ from consumers.adapters.ledger import DynamoLedger
 from consumers.adapters.metrics import CloudWatchMetrics, Metrics, NullMetrics
 from consumers.adapters.recovery_store import DynamoRecoveryStore
 from consumers.adapters.sns_message import sibling_topic_arn
-from consumers.core.facts import IdentityRules, IdentitySource
 from consumers.core.recovery.config import PolicyConfig
 from consumers.projector import Projector
 from consumers.recovery import RecoveryConsumer, no_fault
 from consumers.runtime.local_reader import DynamoCheckpoints, LocalReader
 from consumers.runtime.processor import BatchHandler, ShardProcessor
-from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP, projection_config
+from gpu_recovery.apps import PROJECTOR_APP, RECOVERY_APP, identity_rules, projection_config
 from gpu_recovery.aws import AwsClients
 from gpu_recovery.settings import Settings
 
@@ -79,11 +78,7 @@ def policy_config(settings: Settings) -> PolicyConfig:
         cluster_name=settings.cluster_name,
         cluster_arn=settings.cluster_arn,
         health_check_family=settings.health_check_task,
-        identity=IdentityRules(
-            order=tuple(_identity_order(settings)), tag_key=settings.job_tag_key,
-            services_are_jobs=settings.services_are_jobs, health_check_family=settings.health_check_task,
-            gpu_task_families=frozenset(settings.gpu_task_families),
-        ),
+        identity=identity_rules(settings),
         max_job_restarts=settings.max_job_restarts,
         restart_budget_window=timedelta(seconds=settings.restart_budget_window_s),
         breaker_fraction=settings.breaker_fraction,
@@ -103,15 +98,6 @@ def policy_config(settings: Settings) -> PolicyConfig:
         replace_instances=settings.replace_instances,
         proactive_action=settings.proactive_action,
     )
-
-
-def _identity_order(settings: Settings) -> list[IdentitySource]:
-    """``job_id_source=startedBy`` (the older setting) puts startedBy first."""
-    order: list[IdentitySource] = list(settings.job_identity)
-    if settings.job_id_source == "startedBy" and "startedBy" in order:
-        order.remove("startedBy")
-        order.insert(0, "startedBy")
-    return order
 
 
 def topic_arn(settings: Settings) -> str:

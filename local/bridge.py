@@ -22,18 +22,22 @@ class EventBridgeBridge:
         self._rules = list(rules)
         self._writer = writer
         self.delivered = 0
+        self.unmatched = 0  # events no rule took (another cluster's, say): EventBridge drops them too
         self.dead_letters: list[tuple[str, dict[str, Any]]] = []
 
     def route(self, event: dict[str, Any]) -> list[tuple[bytes, str]]:
         """Every rule that matches delivers the event once, as EventBridge does."""
         data = json.dumps(event, separators=(",", ":")).encode()
         routed = []
+        matched = False
         for rule in self._rules:
             if matches(rule.event_pattern, event):
+                matched = True
                 try:
                     routed.append((data, rule.partition_key(event)))
                 except KeyError:
                     self.dead_letters.append((rule.name, event))
+        self.unmatched += not matched
         return routed
 
     def publish(self, events: Sequence[dict[str, Any]]) -> int:

@@ -177,19 +177,22 @@ def test_a_record_whose_fold_raises_is_parked_whole_and_the_records_around_it_ap
     assert (report.applied, report.parked) == (2, 1)
 
 
-def test_an_item_dynamodb_would_refuse_is_parked_before_anything_of_it_is_written(dynamo_projector: Any) -> None:
+def test_a_tag_longer_than_ecs_allows_is_parked_before_anything_of_it_is_written(dynamo_projector: Any) -> None:
     projector, store, parking = dynamo_projector
     # GIVEN a task waiting for its tags, and a forged capture whose job tag is 3,000 characters (ECS allows 256;
     # the job's key would be over DynamoDB's 2,048 bytes)
     projector.handle_batch(records(task_event(5, version=2, group="family:llm-train")))
-    forged = ours(TaskTagsCaptured(task_arn=task_arn(5), tags=[{"key": JOB_TAG, "value": "j" * 3000}]), when=at(3))
-    report = projector.handle_batch(records(forged.model_dump(mode="json"), task_event(1, version=2)))
-    # THEN the capture is parked with the limit as its reason, and nothing of it was written (not the task's tags)
+    forged = ours(TaskTagsCaptured(task_arn=task_arn(5), tags=[{"key": JOB_TAG, "value": "j"}]), when=at(3))
+    body = forged.model_dump(mode="json")
+    body["data"]["tags"][0]["value"] = "j" * 3000
+    report = projector.handle_batch(records(body, task_event(1, version=2)))
+    # THEN the capture is parked with ECS's limit as its reason (the decoder bounds tags as ECS does), and
+    # nothing of it was written (not the task's tags)
     assert _stored_keys(store, TASK) == [task_arn(1), task_arn(5)]
     assert next(t for t in store.scan_table(TASK) if t["task_arn"] == task_arn(5))["tags"] is None
     (row,) = parking.list("projector")
-    assert row["reason_kind"] == "unwritable" and "2048" in row["reason"]
-    assert report.parked_by_kind == {"unwritable": 1}
+    assert row["reason_kind"] == "invalid" and "key 128, value 256" in row["reason"]
+    assert report.parked_by_kind == {"invalid": 1}
 
 
 def test_many_bad_records_in_one_batch_each_parked_every_good_one_applied(dynamo_projector: Any) -> None:
