@@ -53,10 +53,15 @@ def test_stop_between_steps_never_repeats_or_loses_an_action(point: str, step: s
         assert result.node_states["gpu-node-3"] == "HEALTHY"
 
 
-def test_stop_before_saving_state_replays_the_batch_without_repeating() -> None:
-    stop = StopOnce("before_save", None, nth=6)
-    with scenario_run("02-xid48-reboot", fault=stop) as (_, result):
-        assert stop.fired
+@pytest.mark.parametrize("nth", [1, 3, 6])
+def test_stop_after_a_commit_before_its_outbox_is_flushed_finishes_the_outbox_once(nth: int) -> None:
+    # GIVEN scenario 2, the consumer stopped right after its nth commit (state and outbox written,
+    # nothing of it appended or acted on yet)
+    stop = StopOnce("after_commit", None, nth=nth)
+    lines: list[str] = []
+    with scenario_run("02-xid48-reboot", fault=stop, lines=lines) as (_, result):
+        # THEN the restarted consumer finishes that outbox: every action once, the job recovered
+        assert stop.fired and result.consumer_restarts == 1, "\n".join(lines)
         counts = result.action_counts()
-        assert counts["RebootInstances"] == 1 and counts["StartTask"] == 6 and counts["StopTask"] == 3
+        assert counts["RebootInstances"] == 1 and counts["StartTask"] == 6 and counts["StopTask"] == 3, counts
         assert result.job_states["job:llama-70b-run-42"] == "RUNNING"
