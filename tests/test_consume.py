@@ -41,7 +41,7 @@ def test_local_endpoints_go_to_the_daemon_kinesis_first() -> None:
     assert (props["streamName"], props["regionName"], props["workerId"]) == ("events", "eu-west-1", "w-1")
     assert props["applicationName"] == PROJECTOR_APP
     assert props["metricsLevel"] == "SUMMARY"
-    assert props["executableName"].endswith("-m consumers.runtime.kcl_entry projector --log-level INFO")
+    assert props["executableName"].endswith("-m gpu_recovery.kcl_worker projector --log-level INFO")
     assert "callProcessRecordsEvenForEmptyRecordList" not in props
 
 
@@ -171,4 +171,4 @@ def test_a_valid_log_level_reaches_the_processors_upper_cased() -> None:
     # GIVEN a lower-case level
     props = _props(load_settings(), "projector", "--processor-log-level", "debug")
     # THEN the processors get the level logging knows
-    assert props["executableName"].endswith("kcl_entry projector --log-level DEBUG")
+    assert props["executableName"].endswith("kcl_worker projector --log-level DEBUG")

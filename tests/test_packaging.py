@@ -92,7 +92,7 @@ def test_the_consumers_run_on_the_base_install() -> None:
     # WHEN every consumer entry point is imported and the consume command parses, with no extra installed
     done = _run_without_extras("""
         import consumers.runtime.kcl_entry, consumers.runtime.kcl_daemon, consumers.runtime.local_reader
-        import gpu_recovery.wiring, gpu_recovery.commands.consume
+        import gpu_recovery.wiring, gpu_recovery.commands.consume, gpu_recovery.kcl_worker
         from gpu_recovery.cli import main
         main(["consume", "--help"])
     """)

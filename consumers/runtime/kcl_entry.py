@@ -1,16 +1,13 @@
-"""The record-processor executable the KCL MultiLangDaemon runs once per shard lease.
+"""One shard served under the KCL MultiLangDaemon: a batch handler wrapped in ``ShardProcessor`` (a fatal
+error exits the process, so the daemon starts a new processor from the last checkpoint), speaking
+amazon-kclpy's protocol with the daemon.
 
-    python -m consumers.runtime.kcl_entry projector|recovery [--log-level INFO]
+stdout *is* that protocol: a stray ``print`` from any library would corrupt it. So ``serve`` keeps the real
+stdout for the protocol, points ``sys.stdout`` at stderr, and logs to stderr (the daemon copies a
+processor's stderr into its own log).
 
-It loads the settings from the environment the daemon passes through, builds the consumer's batch
-handler, wraps it in ``ShardProcessor`` (a fatal error exits the process, so the daemon starts a new
-processor from the last checkpoint) and speaks amazon-kclpy's protocol with the daemon.
-
-stdout *is* that protocol: a stray ``print`` from any library would corrupt it. So the protocol keeps
-the real stdout, ``sys.stdout`` is pointed at stderr, and logging goes to stderr (the daemon copies
-a processor's stderr into its own log).
-
-This is an entry point, a composition root like ``gpu_recovery.cli``: it imports the wiring lazily.
+The executable (``python -m gpu_recovery.kcl_worker``) is the composition root that builds the handler
+and calls ``serve``; this module knows no settings, clients or wiring.
 """
 
 from __future__ import annotations
@@ -57,23 +54,9 @@ def _takes_context(handler: Any) -> bool:
     return "context" in inspect.signature(handler.handle_batch).parameters
 
 
-def build_handler(consumer: str, clients: Any | None = None, *, owner: str | None = None) -> BatchHandler:
-    """The consumer's batch handler; clients default to settings read from the environment.
-
-    ``owner``: the recovery consumer's outbox owner when one process reads every shard (under the KCL each
-    shard's processor owns its own)."""
-    from gpu_recovery import wiring
-    from gpu_recovery.aws import AwsClients
-    from gpu_recovery.settings import load_settings
-
-    clients = clients if clients is not None else AwsClients(load_settings())
-    if consumer == "projector":
-        return wiring.build_projector(clients)
-    return wiring.build_recovery(clients, owner=owner)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kcl_entry", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="gpu_recovery.kcl_worker",
+                                     description="The record processor the KCL MultiLangDaemon runs per shard lease.")
     parser.add_argument("consumer", choices=CONSUMERS)
     parser.add_argument("--log-level", default="INFO", help="Python log level (default: INFO)")
     return parser.parse_args(argv)
@@ -94,7 +77,7 @@ def run(
     stdin: IO[str],
     protocol_out: IO[str],
     stderr: IO[str],
-    handler_factory: Callable[[str], BatchHandler] = build_handler,
+    handler_factory: Callable[[str], BatchHandler],
 ) -> None:
     """Serve one shard until the daemon closes stdin."""
     from amazon_kclpy.kcl import KCLProcess
@@ -103,14 +86,11 @@ def run(
     KCLProcess(processor, input_file=stdin, output_file=protocol_out, error_file=stderr).run()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def serve(argv: Sequence[str] | None, handler_factory: Callable[[str], BatchHandler]) -> int:
+    """The executable's body: parse, keep stdout for the protocol, log to stderr, serve until stdin closes."""
     args = parse_args(argv)
     protocol_out = sys.stdout
     sys.stdout = sys.stderr  # anything printed by accident goes to the log, not into the protocol
     configure_logging(args.log_level, sys.stderr)
-    run(args.consumer, stdin=sys.stdin, protocol_out=protocol_out, stderr=sys.stderr)
+    run(args.consumer, stdin=sys.stdin, protocol_out=protocol_out, stderr=sys.stderr, handler_factory=handler_factory)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

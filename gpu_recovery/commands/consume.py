@@ -1,7 +1,7 @@
 """``gpu-recovery consume projector|recovery``: run one consumer worker.
 
 ``--engine kcl`` (production) writes the KCL MultiLangDaemon's properties and runs the daemon, which
-takes shard leases in DynamoDB and runs ``python -m consumers.runtime.kcl_entry <consumer>`` per shard.
+takes shard leases in DynamoDB and runs ``python -m gpu_recovery.kcl_worker <consumer>`` per shard.
 Start N of these (N tasks of an ECS service) to spread the shards over N workers.
 ``--engine local`` runs the in-process shard reader instead (no Java; one worker; checkpoints in the
 ``gpu_recovery_checkpoints`` table). Both drive the same ``ShardProcessor``.
@@ -93,7 +93,7 @@ def application_name(consumer: str) -> str:
 
 
 def processor_argv(consumer: str, log_level: str = "INFO", python: str = sys.executable) -> list[str]:
-    return [python, "-m", "consumers.runtime.kcl_entry", consumer, "--log-level", log_level]
+    return [python, "-m", "gpu_recovery.kcl_worker", consumer, "--log-level", log_level]
 
 
 def daemon_config(settings: Settings, args: argparse.Namespace) -> DaemonConfig:
@@ -204,9 +204,9 @@ def run_forwarding_signals(command: list[str], env: Mapping[str, str]) -> int:
 def run_local(settings: Settings, consumer: str, *, poll_interval: float, until_idle: bool = False) -> int:
     """Poll every shard until SIGINT/SIGTERM (or, ``until_idle``, until every shard is read to its tip);
     checkpoints survive a restart. 1 when a shard had to stop (a record could not be handled or parked)."""
-    from consumers.runtime.kcl_entry import build_handler
     from consumers.runtime.processor import FatalProcessorError
     from gpu_recovery.aws import AwsClients
+    from gpu_recovery.kcl_worker import build_handler
     from gpu_recovery.wiring import local_reader
 
     clients = AwsClients(settings)

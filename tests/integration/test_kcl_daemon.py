@@ -38,7 +38,7 @@ def _plain_config(**overrides: Any) -> DaemonConfig:
     values: dict[str, Any] = {
         "stream_name": "gpu-events",
         "application_name": "projector",
-        "executable": "/usr/bin/python3 -m consumers.runtime.kcl_entry projector",
+        "executable": "/usr/bin/python3 -m gpu_recovery.kcl_worker projector",
     }
     values.update(overrides)
     return DaemonConfig(**values)
@@ -53,7 +53,7 @@ def test_required_keys_are_rendered_with_their_values() -> None:
     # WHEN it is rendered
     props = _props(config)
     # THEN the daemon's required keys are there with the configured values
-    assert props["executableName"] == "/usr/bin/python3 -m consumers.runtime.kcl_entry projector"
+    assert props["executableName"] == "/usr/bin/python3 -m gpu_recovery.kcl_worker projector"
     assert props["streamName"] == "gpu-events"
     assert props["applicationName"] == "projector"
     assert props["regionName"] == "us-east-1"

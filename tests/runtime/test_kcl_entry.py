@@ -123,21 +123,10 @@ def test_main_keeps_stdout_for_the_protocol(monkeypatch: pytest.MonkeyPatch) -> 
         print("hello from a library")
         return RecordingHandler()
 
-    monkeypatch.setattr(kcl_entry, "build_handler", noisy_factory)
-    monkeypatch.setattr(kcl_entry, "run", _run_with(noisy_factory))
-    # WHEN main runs
-    assert kcl_entry.main(["projector", "--log-level", "WARNING"]) == 0
+    # WHEN the executable serves with it
+    assert kcl_entry.serve(["projector", "--log-level", "WARNING"], noisy_factory) == 0
     # THEN stdout carries only protocol lines; the print went to stderr
     assert _messages(stdout.getvalue()) == [
         {"action": "status", "responseFor": "initialize"}
     ]
     assert "hello from a library" in stderr.getvalue()
-
-
-def _run_with(factory: Any) -> Any:
-    original = kcl_entry.run
-
-    def run(consumer: str, **streams: Any) -> None:
-        original(consumer, handler_factory=factory, **streams)
-
-    return run
