@@ -282,8 +282,15 @@ class ScenarioRun:
             fleet.scripted(event)
 
     def _raw(self, event: EventSpec) -> None:
-        """Anyone who may write to the stream puts a record on it: no rule, no check on the way."""
-        record = dict(event.record or {})
+        """Anyone who may write to the stream puts a record on it: no rule, no check on the way.
+
+        ``${region}``, ``${account}`` and ``${cluster}`` in the record stand for this run's, so a scenario
+        names "our" cluster (or another one) whatever region the settings say."""
+        text = json.dumps(event.record or {})
+        for name, value in (("region", self.settings.region), ("account", self.settings.account_id),
+                            ("cluster", self.settings.cluster_name)):
+            text = text.replace("${" + name + "}", value)
+        record = json.loads(text)
         detail: dict[str, Any] = record["detail"] if isinstance(record.get("detail"), dict) else {}
         subject: dict[str, Any] = record["subject"] if isinstance(record.get("subject"), dict) else {}
         key = (event.partition_key or str(detail.get("containerInstanceArn") or detail.get("taskArn") or "")

@@ -129,9 +129,9 @@ def test_local_engine_projects_until_sigterm() -> None:
     from consumers.adapters.dynamodb import DynamoProjectionStore
     from gpu_recovery.aws import AwsClients
     from local.provision import provision
-    from tests.factories import task_event
+    from tests.factories import REGION, task_event
 
-    settings = load_settings(stream_shards=1)
+    settings = load_settings(stream_shards=1, region=REGION)  # the factories' cluster is ours
     clients = AwsClients(settings)
     provision(clients)
     event = task_event(1, version=3)
