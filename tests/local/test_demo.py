@@ -33,6 +33,8 @@ def test_demo_json_shows_four_tasks_one_job_four_nodes() -> None:
     job_tasks = [t for t in tables["ecs_task"] if t["job_id"] == "job:llama-70b-run-42"]
     assert len({t["container_instance_arn"] for t in job_tasks}) >= 4
     assert len([n for n in tables["ecs_node"] if n["gpu_count"] == 8]) >= 4
+    # AND where each job's ranks were restarted, by node name (the faulty node rebooted, so its own four)
+    assert out["restarted_on"] == {"job:llama-70b-run-42": ["gpu-node-1", "gpu-node-2", "gpu-node-3", "gpu-node-4"]}
     assert "started embedded AWS" in result.stderr  # progress goes to stderr with --json
 
 
