@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from consumers.core.clocktext import iso
-from consumers.core.projection import TABLES, ProjectionConfig, ProjectionState, fold
+from consumers.core.projection import TABLES, ProjectionConfig, ProjectionState
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import OurEvent
+from replay.retention import Retention
 from replay.sources import RawRecord
 
 MAX_REASONS = 50  # distinct malformed reasons kept; the rest are counted under "other"
@@ -117,16 +118,19 @@ def rebuild(
     window: TimeWindow | None = None,
     tick: Callable[[ReplayStats], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    retention: Retention | None = None,
 ) -> Rebuilt:
-    """Decode and fold every record; malformed ones are counted by kind, never fatal."""
+    """Decode and fold every record; malformed ones are counted by kind, never fatal. Expired items
+    leave as DynamoDB's TTL deletes them (``replay.retention``)."""
     state = ProjectionState()
+    keep = retention or Retention(config)
     stats = ReplayStats()
     started = clock()
     for record in records:
         stats.records += 1
         event = _decode(record, stats)
         if event is not None and (window is None or window.contains(event.time)):
-            fold(state, event, config)
+            keep.fold(state, event, record.position)
             _count(stats, event)
         elif event is not None:
             stats.outside_window += 1
@@ -135,7 +139,7 @@ def rebuild(
             if tick is not None:
                 stats.seconds = clock() - started
                 tick(stats)
-    state.dirty.clear()
+    keep.finish(state)
     stats.seconds = clock() - started
     return Rebuilt(state, stats)
 

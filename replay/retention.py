@@ -1,0 +1,153 @@
+"""Expired items leave the replay's fold, as DynamoDB's TTL deletes them from the live tables.
+
+The live ``ecs_task`` and ``ecs_job`` tables carry ``expires_at`` (a stopped task, a finished job:
+``ttl_days`` after its last change) and DynamoDB deletes what has expired. A replay that kept every
+item would hold every task ever launched: on a fleet that launches new tasks every day its memory
+would grow with the history's length. So the replay lets an item go once it has expired, measured on
+the history's own clock (the events' times), and keeps one bound instead of a tombstone per item so
+that a late record cannot bring it back. The rules (docs/replay.md, "Expired items"):
+
+* **Watermark.** Per partition of the source (a shard, a file, an S3 object: a record's position up
+  to its last ``:``), the newest event time folded from it. The replay's watermark is the oldest of
+  those among the partitions that delivered a record within the last ``idle_records`` records: shards
+  are read in parallel and may be far apart in time, so the slowest one decides; a finished shard or
+  file stops holding the watermark back once it has been quiet that long.
+* **Expiry.** An item leaves once ``expires_at + lateness < watermark``. ``lateness`` is how late a
+  record may legitimately be: 24 hours, the ingest rule's maximum event age (``infra/ingest.py``);
+  EventBridge drops older events into the dead-letter queue.
+* **No resurrection.** A record that touches a task or job item the fold does not hold, and whose
+  own time is more than ``ttl_days`` behind the watermark, is dropped and counted (``late_dropped``).
+  Every record of an expired item is that old: an item expires ``ttl_days`` after its last change
+  (a task: its ``stoppedAt``, which its STOPPED event follows within seconds) and leaves ``lateness``
+  later still, so whatever could recreate it (a redelivered RUNNING, a duplicated STOPPED) is older
+  than the bound. A legitimate record is at most ``lateness`` behind its own partition, and a new
+  entity (a job id launched again) has a new time: both are folded as live would fold them.
+  The bound is one number: nothing grows with the history, unlike a tombstone per expired key.
+* **Skew.** Shards read in parallel drift apart; the watermark waits for the slowest one it has
+  heard from lately. A shard that starts late or goes quiet for ``idle_records`` records may fall
+  behind the others by up to ``ttl_days - lateness`` without any of its records being dropped or any
+  item leaving early (a task or job leaves ``ttl_days + lateness`` after its last change).
+* **The end.** When the source is exhausted every partition is done: the last sweep uses the newest
+  event time seen, so the result does not depend on how the shards interleaved.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from consumers.adapters.table_specs import TABLE_SPECS
+from consumers.core.clocktext import epoch_seconds
+from consumers.core.projection import EntityKey, ProjectionConfig, ProjectionState, fold, touched_keys
+from events_schema.decode import StreamEvent
+
+MAX_LATENESS = timedelta(hours=24)  # infra/ingest.py MAX_EVENT_AGE: EventBridge gives up after this
+IDLE_RECORDS = 20_000  # a partition quiet for this many records no longer holds the watermark back
+SWEEP_EVERY = 1_000  # records between two looks at what has expired
+# The tables whose items DynamoDB's TTL deletes (ecs_task, ecs_job): the only ones that expire here.
+EXPIRING = frozenset(name for name, spec in TABLE_SPECS.items() if spec.ttl_attribute == "expires_at")
+
+
+@dataclass
+class _Partition:
+    newest: int  # epoch seconds of the newest event folded from it
+    last_seen: int  # the record count when it last delivered
+
+
+@dataclass
+class Retention:
+    """Folds events like ``projection.fold`` and lets expired items go (the module's docstring)."""
+
+    config: ProjectionConfig
+    lateness: timedelta = MAX_LATENESS
+    idle_records: int = IDLE_RECORDS
+    sweep_every: int = SWEEP_EVERY
+    expired: int = 0  # items that left the fold
+    late_dropped: int = 0  # records that would have brought an expired item back
+    _partitions: dict[str, _Partition] = field(default_factory=dict)
+    _due: list[tuple[int, EntityKey]] = field(default_factory=list)  # (expires_at, key), a heap
+    _records: int = 0
+    _watermark: float = -math.inf
+    _newest: float = -math.inf
+
+    @property
+    def watermark(self) -> float:
+        """The history's clock, epoch seconds (-inf before the first sweep)."""
+        return self._watermark
+
+    @property
+    def pending(self) -> int:
+        """Expiries still to come: about one per item that will expire (stopped tasks, finished jobs)."""
+        return len(self._due)
+
+    @property
+    def partitions(self) -> int:
+        """Partitions heard from lately (the watermark's inputs)."""
+        return len(self._partitions)
+
+    def fold(self, state: ProjectionState, event: StreamEvent, position: str) -> None:
+        """Fold one event unless it is a late record of an expired item; let expired items go."""
+        moment = epoch_seconds(event.time)
+        self._note(position.rpartition(":")[0], moment)
+        if moment < self._watermark - self._bound_s() and self._recreates(state, event):
+            self.late_dropped += 1
+        else:
+            fold(state, event, self.config)
+            self._schedule(state)
+        if self._records % self.sweep_every == 0:
+            self._sweep(state, self._low_watermark())
+
+    def finish(self, state: ProjectionState) -> None:
+        """The source is exhausted: every partition is done, the newest event time is the clock."""
+        self._schedule(state)
+        self._sweep(state, self._newest)
+
+    def _bound_s(self) -> float:
+        return self.config.ttl_days * 86_400.0
+
+    def _note(self, partition: str, moment: int) -> None:
+        self._records += 1
+        self._newest = max(self._newest, moment)
+        seen = self._partitions.get(partition)
+        if seen is None:
+            self._partitions[partition] = _Partition(moment, self._records)
+            return
+        seen.last_seen = self._records
+        if moment > seen.newest:
+            seen.newest = moment
+
+    def _recreates(self, state: ProjectionState, event: StreamEvent) -> bool:
+        return any(table in EXPIRING and (table, key) not in state.items
+                   for table, key in touched_keys(event, self.config))
+
+    def _schedule(self, state: ProjectionState) -> None:
+        """The fold's write set says which items changed: remember when each of them expires.
+
+        Replay writes everything at the end, so the write set is free for this (and emptied here)."""
+        for key in state.dirty:
+            item = state.items.get(key)
+            expires = item.get("expires_at") if item is not None else None
+            if isinstance(expires, int):
+                heapq.heappush(self._due, (expires, key))
+        state.dirty.clear()
+
+    def _low_watermark(self) -> float:
+        """The oldest newest-time among partitions heard from lately; quiet ones are forgotten."""
+        quiet = [name for name, p in self._partitions.items() if self._records - p.last_seen > self.idle_records]
+        for name in quiet:
+            del self._partitions[name]
+        return min((p.newest for p in self._partitions.values()), default=-math.inf)
+
+    def _sweep(self, state: ProjectionState, watermark: float) -> None:
+        self._watermark = max(self._watermark, watermark)
+        cutoff = self._watermark - self.lateness.total_seconds()
+        due = self._due
+        while due and due[0][0] < cutoff:
+            expires, key = heapq.heappop(due)
+            item = state.items.get(key)
+            # A later change may have moved the expiry (a job restarted): its own entry is in the heap.
+            if item is not None and item.get("expires_at") == expires:
+                del state.items[key]
+                self.expired += 1
