@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from benchmarks.records import fleet_stream
@@ -101,7 +102,7 @@ def bench_core(n_records: int = 20_000, runs: int = 5) -> dict[str, Figure]:
         # Rotate which side goes first, so drift on a shared machine does not favour one.
         order = list(SIDES)[run % len(SIDES):] + list(SIDES)[:run % len(SIDES)]
         for side in order:
-            seconds, cpu_seconds, _ = timed(lambda side=side: SIDES[side](records))
+            seconds, cpu_seconds, _ = timed(partial(SIDES[side], records))
             wall[side].append(seconds)
             cpu[side].append(cpu_seconds)
     inputs = {

@@ -67,8 +67,9 @@ class FleetHistory:
     """``days`` of a fleet's stream (see the module docstring); iterate for ``(day, RawRecord)``."""
 
     def __init__(self, nodes: int = 1_000, days: int = 180, *, ranks: int = 8, shards: int = 4,
-                 seed: int = SEED) -> None:
+                 stagger_s: float = 2 * HOUR, seed: int = SEED) -> None:
         self.nodes, self.days, self.ranks, self.shards = nodes, days, ranks, shards
+        self.stagger_s = stagger_s  # the slots' first launches spread over this long
         self.rng = random.Random(seed)
         self.serial = 0
         self.node_version = [0] * nodes
@@ -99,7 +100,7 @@ class FleetHistory:
     def _slot(self, slot: int) -> Iterator[Timed]:
         """One slot's jobs, back to back, in time order, forever (the caller stops at the end)."""
         nodes = list(range(slot * self.ranks, (slot + 1) * self.ranks))
-        clock = self.rng.uniform(0, 2 * HOUR)  # slots do not all start at once
+        clock = self.rng.uniform(0, self.stagger_s)  # slots do not all start at once
         while True:
             self.launched_jobs += 1
             job = f"job:{self.launched_jobs:07d}"
@@ -143,10 +144,11 @@ class FleetHistory:
         yield self._task(tasks[failed], nodes[failed], job, failed, at, at, "STOPPED", 4, exit_code=1)
         yield from self._recovery(job, tasks, nodes, failed, at + 2, restarts)
         for rank, (task, node) in enumerate(zip(tasks, nodes, strict=True)):
+            stop = at + 10 + self.rng.uniform(0, 20)  # the recovery's StopTasks land within seconds
             if rank != failed:
-                yield self._task(task, node, job, rank, at, at + 10 + rank, "STOPPED", 4, exit_code=143,
+                yield self._task(task, node, job, rank, at, stop, "STOPPED", 4, exit_code=143,
                                  stop_code="UserInitiated")
-            yield self._node(node, at + 20 + rank)
+            yield self._node(node, stop + 1)
 
     def _task(self, task: str, node: int, job: str, rank: int, created: float, at: float, status: str,
               version: int, *, exit_code: int | None = None, stop_code: str = "EssentialContainerExited") -> Timed:
@@ -218,8 +220,8 @@ class FleetHistory:
         steps += [NodeStateChanged(node_arn=node, state="HEALTHY", reason="DCGM healthy", incident_id=incident),
                   JobStateChanged(job_id=job, state="RESTARTING", reason=f"restart {restarts}",
                                   incident_id=incident, restart_count=restarts)]
-        for offset, data in enumerate(steps):
-            yield Timed(at + offset * 0.5, nodes[failed], self._ours(data, at + offset * 0.5, job))
+        for offset, data in enumerate(steps):  # the recovery records its steps milliseconds apart
+            yield Timed(at + offset * 0.005, nodes[failed], self._ours(data, at + offset * 0.005, job))
 
     def _ours(self, data: object, at: float, job: str) -> bytes:
         from consumers.adapters.kinesis import envelope_bytes

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from consumers.core.clocktext import epoch_seconds
 from consumers.core.projection import JOB, NODE, TASK, ProjectionConfig, fold_all
+from events_schema.aws import TaskStateChange
 from events_schema.decode import StreamEvent, decode
 from replay.rebuild import rebuild
 from replay.retention import EXPIRING, Retention
@@ -192,6 +193,7 @@ def test_the_bound_is_one_number_not_a_tombstone_per_expired_item() -> None:
 def test_events_without_a_zone_are_utc_for_the_watermark() -> None:
     # GIVEN a record whose time has no zone (the fold reads such times as UTC)
     event = decode(json.dumps(task_event(1, when=at(0))).encode())
+    assert isinstance(event, TaskStateChange)
     naive = event.model_copy(update={"time": datetime(2026, 11, 27, 9, 0, 0)})
     # WHEN it is folded with retention
     kept = retention(sweep_every=1)
