@@ -36,10 +36,9 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from consumers.adapters.table_specs import TABLE_SPECS
-from consumers.core.clocktext import epoch_seconds
 from consumers.core.projection import EntityKey, ProjectionConfig, ProjectionState, fold, touched_keys
 from events_schema.decode import StreamEvent
 
@@ -52,7 +51,7 @@ EXPIRING = frozenset(name for name, spec in TABLE_SPECS.items() if spec.ttl_attr
 
 @dataclass
 class _Partition:
-    newest: int  # epoch seconds of the newest event folded from it
+    newest: datetime  # the newest event time folded from it
     last_seen: int  # the record count when it last delivered
 
 
@@ -69,13 +68,14 @@ class Retention:
     _partitions: dict[str, _Partition] = field(default_factory=dict)
     _due: list[tuple[int, EntityKey]] = field(default_factory=list)  # (expires_at, key), a heap
     _records: int = 0
-    _watermark: float = -math.inf
-    _newest: float = -math.inf
+    _watermark: datetime | None = None
+    _gate: datetime | None = None  # records older than this may not recreate an item: watermark - ttl
+    _newest: datetime | None = None  # of partitions forgotten as quiet
 
     @property
     def watermark(self) -> float:
         """The history's clock, epoch seconds (-inf before the first sweep)."""
-        return self._watermark
+        return self._watermark.timestamp() if self._watermark is not None else -math.inf
 
     @property
     def pending(self) -> int:
@@ -89,27 +89,28 @@ class Retention:
 
     def fold(self, state: ProjectionState, event: StreamEvent, position: str) -> None:
         """Fold one event unless it is a late record of an expired item; let expired items go."""
-        moment = epoch_seconds(event.time)
+        moment = event.time
+        if moment.tzinfo is None:  # the fold reads a time without a zone as UTC
+            moment = moment.replace(tzinfo=UTC)
         self._note(position.rpartition(":")[0], moment)
-        if moment < self._watermark - self._bound_s() and self._recreates(state, event):
+        if self._gate is not None and moment < self._gate and self._recreates(state, event):
             self.late_dropped += 1
         else:
             fold(state, event, self.config)
-            self._schedule(state)
+            if state.dirty:
+                self._schedule(state)
         if self._records % self.sweep_every == 0:
             self._sweep(state, self._low_watermark())
 
     def finish(self, state: ProjectionState) -> None:
         """The source is exhausted: every partition is done, the newest event time is the clock."""
         self._schedule(state)
-        self._sweep(state, self._newest)
+        newest = [p.newest for p in self._partitions.values()] + ([self._newest] if self._newest else [])
+        if newest:
+            self._sweep(state, max(newest))
 
-    def _bound_s(self) -> float:
-        return self.config.ttl_days * 86_400.0
-
-    def _note(self, partition: str, moment: int) -> None:
+    def _note(self, partition: str, moment: datetime) -> None:
         self._records += 1
-        self._newest = max(self._newest, moment)
         seen = self._partitions.get(partition)
         if seen is None:
             self._partitions[partition] = _Partition(moment, self._records)
@@ -126,23 +127,28 @@ class Retention:
         """The fold's write set says which items changed: remember when each of them expires.
 
         Replay writes everything at the end, so the write set is free for this (and emptied here)."""
+        items = state.items
         for key in state.dirty:
-            item = state.items.get(key)
+            item = items.get(key)
             expires = item.get("expires_at") if item is not None else None
             if isinstance(expires, int):
                 heapq.heappush(self._due, (expires, key))
         state.dirty.clear()
 
-    def _low_watermark(self) -> float:
+    def _low_watermark(self) -> datetime | None:
         """The oldest newest-time among partitions heard from lately; quiet ones are forgotten."""
         quiet = [name for name, p in self._partitions.items() if self._records - p.last_seen > self.idle_records]
         for name in quiet:
-            del self._partitions[name]
-        return min((p.newest for p in self._partitions.values()), default=-math.inf)
+            newest = self._partitions.pop(name).newest
+            self._newest = newest if self._newest is None else max(self._newest, newest)
+        return min((p.newest for p in self._partitions.values()), default=None)
 
-    def _sweep(self, state: ProjectionState, watermark: float) -> None:
-        self._watermark = max(self._watermark, watermark)
-        cutoff = self._watermark - self.lateness.total_seconds()
+    def _sweep(self, state: ProjectionState, watermark: datetime | None) -> None:
+        if watermark is None or (self._watermark is not None and watermark <= self._watermark):
+            return  # the watermark never moves back
+        self._watermark = watermark
+        self._gate = watermark - timedelta(days=self.config.ttl_days)
+        cutoff = (watermark - self.lateness).timestamp()
         due = self._due
         while due and due[0][0] < cutoff:
             expires, key = heapq.heappop(due)
