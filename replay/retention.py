@@ -67,6 +67,7 @@ class Retention:
     late_dropped: int = 0  # records that would have brought an expired item back
     _partitions: dict[str, _Partition] = field(default_factory=dict)
     _due: list[tuple[int, EntityKey]] = field(default_factory=list)  # (expires_at, key), a heap
+    _scheduled: dict[EntityKey, int] = field(default_factory=dict)  # the expiry each item has now
     _records: int = 0
     _watermark: datetime | None = None
     _gate: datetime | None = None  # records older than this may not recreate an item: watermark - ttl
@@ -79,8 +80,13 @@ class Retention:
 
     @property
     def pending(self) -> int:
-        """Expiries still to come: about one per item that will expire (stopped tasks, finished jobs)."""
-        return len(self._due)
+        """Expiries still to come: one per item that will expire (stopped tasks, finished jobs)."""
+        return len(self._scheduled)
+
+    @property
+    def remembered(self) -> int:
+        """Everything retention itself holds: heap entries, scheduled expiries, partitions."""
+        return len(self._due) + len(self._scheduled) + len(self._partitions)
 
     @property
     def partitions(self) -> int:
@@ -127,13 +133,24 @@ class Retention:
         """The fold's write set says which items changed: remember when each of them expires.
 
         Replay writes everything at the end, so the write set is free for this (and emptied here)."""
-        items = state.items
+        items, scheduled = state.items, self._scheduled
         for key in state.dirty:
             item = items.get(key)
             expires = item.get("expires_at") if item is not None else None
-            if isinstance(expires, int):
+            if not isinstance(expires, int):
+                scheduled.pop(key, None)  # running again (a job restarted): it no longer expires
+            elif scheduled.get(key) != expires:
+                scheduled[key] = expires
                 heapq.heappush(self._due, (expires, key))
         state.dirty.clear()
+        if len(self._due) > 2 * len(scheduled) + 1_024:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Entries whose item's expiry moved since stay in the heap until their time; when they outnumber
+        the live ones (an item stopped and restarted over and over), the heap is rebuilt from the live."""
+        self._due = [(expires, key) for key, expires in self._scheduled.items()]
+        heapq.heapify(self._due)
 
     def _low_watermark(self) -> datetime | None:
         """The oldest newest-time among partitions heard from lately; quiet ones are forgotten."""
@@ -149,11 +166,11 @@ class Retention:
         self._watermark = watermark
         self._gate = watermark - timedelta(days=self.config.ttl_days)
         cutoff = (watermark - self.lateness).timestamp()
-        due = self._due
+        due, scheduled = self._due, self._scheduled
         while due and due[0][0] < cutoff:
             expires, key = heapq.heappop(due)
-            item = state.items.get(key)
             # A later change may have moved the expiry (a job restarted): its own entry is in the heap.
-            if item is not None and item.get("expires_at") == expires:
-                del state.items[key]
+            if scheduled.get(key) == expires:
+                del scheduled[key]
+                state.items.pop(key, None)
                 self.expired += 1

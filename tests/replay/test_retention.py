@@ -187,7 +187,21 @@ def test_the_bound_is_one_number_not_a_tombstone_per_expired_item() -> None:
     # with the length: twice as many items expired, but no more is remembered
     assert kept_long.expired > 1.8 * kept_short.expired
     assert kept_long.pending <= 1.5 * kept_short.pending + 10
+    assert kept_long.remembered <= 1.5 * kept_short.remembered + 10
     assert kept_long.partitions <= SHARDS
+
+
+def test_an_item_that_stops_and_starts_again_and_again_is_remembered_once() -> None:
+    # GIVEN one task that stops and runs again 3,000 times in a day (each STOPPED moves its expiry),
+    # as the replay benchmark's synthetic history does to every task
+    flips = [task_event(1, version=v, status="STOPPED" if v % 2 else "RUNNING", when=at(v), exit_code=0)
+             for v in range(1, 6_001)]
+    # WHEN it is replayed (nothing expires within the day)
+    kept = retention()
+    rebuild(records([(float(v), 1, e) for v, e in enumerate(flips)]), CONFIG, retention=kept)
+    # THEN retention holds a bounded number of entries, not one per stop
+    assert kept.pending <= 2
+    assert kept.remembered < 2_100
 
 
 def test_events_without_a_zone_are_utc_for_the_watermark() -> None:
