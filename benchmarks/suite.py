@@ -63,8 +63,8 @@ class Sizes:
         """Well under five minutes on 2 busy cores: smaller sizes, fewer runs (the JSON inputs say which)."""
         return Sizes("quick", core_records=20_000, core_runs=3, projector_tasks=10, projector_nodes=3,
                      projector_batches=1, projector_runs=2, kcl_events=210, kcl_runs=3,
-                     replay_sizes=(20_000, 100_000), replay_runs=1, stream_events=3_000, stream_rounds=3,
-                     memory_nodes=64, memory_days=(30, 180), recovery_rounds=1,
+                     replay_sizes=(20_000, 100_000), replay_runs=1, stream_events=5_000, stream_rounds=3,
+                     memory_nodes=100, memory_days=(30, 180), recovery_rounds=1,
                      recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=5)
 
     @staticmethod
