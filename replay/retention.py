@@ -39,14 +39,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from consumers.adapters.table_specs import TABLE_SPECS
-from consumers.core.projection import EntityKey, ProjectionConfig, ProjectionState, fold, touched_keys
+from consumers.core.projection import TABLES, EntityKey, ProjectionConfig, ProjectionState, fold, touched_keys
 from events_schema.decode import StreamEvent
 
 MAX_LATENESS = timedelta(hours=24)  # infra/ingest.py MAX_EVENT_AGE: EventBridge gives up after this
 IDLE_RECORDS = 20_000  # a partition quiet for this many records no longer holds the watermark back
 SWEEP_EVERY = 1_000  # records between two looks at what has expired
 # The tables whose items DynamoDB's TTL deletes (ecs_task, ecs_job): the only ones that expire here.
-EXPIRING = frozenset(name for name, spec in TABLE_SPECS.items() if spec.ttl_attribute == "expires_at")
+EXPIRING = frozenset(table for table in TABLES if TABLE_SPECS[table].ttl_attribute == "expires_at")
 
 
 @dataclass
