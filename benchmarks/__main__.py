@@ -18,7 +18,8 @@ from benchmarks.suite import GROUPS, KEYS, Sizes, run_suite
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs (under 2 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sizes and fewer runs (well under 5 min on 2 busy cores)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the smoke test's sizes
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--only", default=",".join(GROUPS),
@@ -77,7 +78,7 @@ def print_table(result: dict[str, Any]) -> None:
     table = Table(title=f"gpu-recovery benchmarks ({result['mode']}, {result['seconds']} s) on "
                         f"{machine['nproc']} x {machine['cpu_model']}, {machine['memory_gib']} GiB, "
                         f"Python {machine['python']}, load {machine['load_average']}")
-    for column in ("figure", "median", "min .. max", "baseline (same run)", "target", "met"):
+    for column in ("figure", "median", "runs", "min .. max", "baseline (same run)", "target", "met"):
         table.add_column(column, overflow="fold")
     for group in GROUPS:
         for key in KEYS[group]:
@@ -85,14 +86,15 @@ def print_table(result: dict[str, Any]) -> None:
             if fig is None:
                 continue
             if "error" in fig:
-                table.add_row(key, "[red]not measured[/red]", "", fig["error"][:80], "", "")
+                table.add_row(key, "[red]not measured[/red]", "", "", fig["error"][:80], "", "")
                 continue
             target = fig.get("target")
             target_text = f"{target['op']} {target['value']:g}" if target else ""
             met = fig.get("met")
             met_text = "" if met is None else "[green]yes[/green]" if met else "[red]NO[/red]"
             spread = "" if key == "replay.peak_rss_mb" else f"{_number(fig['min'])} .. {_number(fig['max'])}"
-            table.add_row(key, _value(key, fig), spread, _baseline(fig), target_text, met_text)
+            table.add_row(key, _value(key, fig), str(len(fig.get("runs", []))), spread, _baseline(fig), target_text,
+                          met_text)
     console = Console()
     if not console.is_terminal:
         console = Console(width=180)  # a file or a pipe: do not wrap to 80 columns

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from unittest import mock
 
-from benchmarks.stats import Figure, Target, figure, percentile, progress, rounded
+from benchmarks.stats import TAIL_MIN_SAMPLES, Figure, Target, figure, percentile, progress, rounded, tail
 
 if TYPE_CHECKING:
     from boto3.session import Session
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 LATENCY_SCENARIOS = ("01-xid79-quarantine", "02-xid48-reboot", "10-breaker")
 OVERHEAD_SCENARIO = "02-xid48-reboot"
-TARGET_P99_MS = Target("<", 1000)
+TARGET_TAIL_MS = Target("<", 1000)  # was set for the p99; held to the max while a round is too small for one
 TARGET_OVERHEAD_S = Target("<", 5)
 _STREAM_WRITES = ("PutRecord", "PutRecords")
 
@@ -250,19 +250,23 @@ def run_scenario(name: str, server: str = "process") -> ScenarioSample:
 
 def bench_recovery(rounds: int = 2, scenarios: tuple[str, ...] = LATENCY_SCENARIOS,
                    server: str = "process") -> dict[str, Figure]:
-    """``recovery.decision_latency_ms.p50``/``.p99`` and ``recovery.incident_overhead_s``."""
+    """``recovery.decision_latency_ms.p50``/``.max`` and ``recovery.incident_overhead_s``.
+
+    A round has tens of decisions, far from the 1,000 a p99 needs: its tail is reported as what it is,
+    the round's slowest decision (``stats.tail``)."""
     samples: list[ScenarioSample] = []
     for round_ in range(rounds):
         for name in scenarios:
             progress(f"recovery: round {round_ + 1}/{rounds}: scenario {name} on a fresh embedded AWS")
             samples.append(run_scenario(name, server))
     by_round = [samples[i:i + len(scenarios)] for i in range(0, len(samples), len(scenarios))]
-    p50s, p99s = [], []
+    p50s, maxima, counts = [], [], []
     for round_samples in by_round:
         pooled = [ms for s in round_samples for ms in s.external_ms]
         if pooled:
             p50s.append(percentile(pooled, 50))
-            p99s.append(percentile(pooled, 99))
+            maxima.append(max(pooled))
+            counts.append(len(pooled))
     every = [ms for s in samples for ms in s.external_ms]
     deadline = [ms for s in samples for ms in s.deadline_ms]
     inputs: dict[str, Any] = {
@@ -273,19 +277,27 @@ def bench_recovery(rounds: int = 2, scenarios: tuple[str, ...] = LATENCY_SCENARI
         "per_run": [{"scenario": s.scenario, "ok": s.ok, "wall_s": rounded(s.wall_s), "virtual_s": s.virtual_s,
                      "decisions": len(s.external_ms),
                      "max_ms": rounded(max(s.external_ms)) if s.external_ms else None} for s in samples],
-        "what": "per round, p50/p99 over every decision of every scenario; figure = median over rounds",
+        "what": "per round, the p50 and the slowest decision over every decision of every scenario (a p99 "
+                f"needs {TAIL_MIN_SAMPLES:,} samples; a round has far fewer); figure = median over rounds",
     }
-    pooled_stats = ({"p50": rounded(percentile(every, 50)), "p99": rounded(percentile(every, 99)),
-                     "max": rounded(max(every)), "samples": len(every)} if every else {})
-    deadline_stats = ({"p50": rounded(percentile(deadline, 50)), "p99": rounded(percentile(deadline, 99)),
+    pooled_stats: dict[str, Any] = {}
+    if every:
+        name, value = tail(every)  # a p99 only once the pooled rounds reach 1,000 samples
+        pooled_stats = {"p50": rounded(percentile(every, 50)), name: rounded(value), "max": rounded(max(every)),
+                        "samples": len(every)}
+    deadline_stats = ({"p50": rounded(percentile(deadline, 50)), "max": rounded(max(deadline)),
                        "samples": len(deadline)} if deadline else {})
     figures: dict[str, Figure] = {}
     if p50s:
         figures["recovery.decision_latency_ms.p50"] = figure(p50s, unit="ms", inputs=inputs,
                                                              note="ECS event or health report in the stream -> "
                                                              "the actuator's AWS call issued")
-        figures["recovery.decision_latency_ms.p99"] = figure(p99s, unit="ms", inputs=inputs, target=TARGET_P99_MS)
-        for key in ("recovery.decision_latency_ms.p50", "recovery.decision_latency_ms.p99"):
+        figures["recovery.decision_latency_ms.max"] = figure(
+            maxima, unit="ms", inputs=inputs, target=TARGET_TAIL_MS,
+            note=f"per round, the slowest of {min(counts)}..{max(counts)} decisions (too few for a p99, which "
+            f"needs {TAIL_MIN_SAMPLES:,}); figure = median over rounds")
+        figures["recovery.decision_latency_ms.max"]["samples_per_round"] = counts
+        for key in ("recovery.decision_latency_ms.p50", "recovery.decision_latency_ms.max"):
             figures[key]["all_rounds_pooled"] = pooled_stats
             figures[key]["triggered_by_own_deadlines_ms"] = deadline_stats
     overheads = [s for s in samples if s.scenario == OVERHEAD_SCENARIO and s.overhead_s is not None]

@@ -15,10 +15,12 @@ from benchmarks.stats import Figure, progress, unmeasured
 
 GROUPS = ("core", "projector", "replay", "recovery", "cli")
 KEYS: dict[str, tuple[str, ...]] = {
-    "core": ("core.events_per_s", "core.ratio_vs_json_loads"),
-    "projector": ("projector.events_per_s", "projector.ratio_vs_naive", "projector.ddb_requests_per_event"),
-    "replay": ("replay.ratio_vs_bare_read", "replay.peak_rss_mb"),
-    "recovery": ("recovery.decision_latency_ms.p50", "recovery.decision_latency_ms.p99",
+    "core": ("core.events_per_s", "core.ratio_vs_from_json", "core.ratio_vs_json_loads"),
+    "projector": ("projector.ratio_vs_update_item", "projector.requests_per_event", "projector.events_per_s",
+                  "projector.ratio_vs_naive", "projector.ddb_requests_per_event"),
+    "replay": ("replay.ratio_vs_fastest_read", "replay.ratio_vs_bare_read", "replay.memory_growth_180d",
+               "replay.peak_rss_mb"),
+    "recovery": ("recovery.decision_latency_ms.p50", "recovery.decision_latency_ms.max",
                  "recovery.incident_overhead_s"),
     "cli": ("cli.startup_s",),
 }
@@ -33,10 +35,14 @@ class Sizes:
     projector_nodes: int
     projector_batches: int
     projector_runs: int
+    kcl_events: int
+    kcl_runs: int
     replay_sizes: tuple[int, int]
     replay_runs: int
     stream_events: int
-    stream_runs: int
+    stream_rounds: int
+    memory_nodes: int
+    memory_days: tuple[int, int]
     recovery_rounds: int
     recovery_scenarios: tuple[str, ...]
     cli_runs: int
@@ -47,24 +53,27 @@ class Sizes:
     @staticmethod
     def full() -> Sizes:
         return Sizes("full", core_records=100_000, core_runs=5, projector_tasks=40, projector_nodes=10,
-                     projector_batches=2, projector_runs=3, replay_sizes=(100_000, 1_000_000), replay_runs=3,
-                     stream_events=20_000, stream_runs=3, recovery_rounds=3,
+                     projector_batches=2, projector_runs=3, kcl_events=1_000, kcl_runs=5,
+                     replay_sizes=(100_000, 1_000_000), replay_runs=3, stream_events=20_000, stream_rounds=5,
+                     memory_nodes=1_000, memory_days=(30, 180), recovery_rounds=3,
                      recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=20)
 
     @staticmethod
     def quick() -> Sizes:
-        """Under two minutes on 2 cores: smaller sizes, fewer runs (the JSON inputs say which)."""
-        return Sizes("quick", core_records=20_000, core_runs=3, projector_tasks=20, projector_nodes=5,
-                     projector_batches=1, projector_runs=3, replay_sizes=(20_000, 100_000), replay_runs=1,
-                     stream_events=5_000, stream_runs=1, recovery_rounds=1,
+        """Well under five minutes on 2 busy cores: smaller sizes, fewer runs (the JSON inputs say which)."""
+        return Sizes("quick", core_records=20_000, core_runs=3, projector_tasks=10, projector_nodes=3,
+                     projector_batches=1, projector_runs=2, kcl_events=210, kcl_runs=3,
+                     replay_sizes=(20_000, 100_000), replay_runs=1, stream_events=5_000, stream_rounds=3,
+                     memory_nodes=100, memory_days=(30, 180), recovery_rounds=1,
                      recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=5)
 
     @staticmethod
     def tiny() -> Sizes:
         """For the smoke test: every benchmark once, at sizes that prove the shapes, not the speed."""
         return Sizes("tiny", core_records=300, core_runs=2, projector_tasks=2, projector_nodes=1,
-                     projector_batches=1, projector_runs=2, replay_sizes=(200, 400), replay_runs=1,
-                     stream_events=100, stream_runs=1, recovery_rounds=1, recovery_scenarios=("02-xid48-reboot",),
+                     projector_batches=1, projector_runs=2, kcl_events=70, kcl_runs=2, replay_sizes=(200, 400),
+                     replay_runs=1, stream_events=100, stream_rounds=1, memory_nodes=8, memory_days=(30, 60),
+                     recovery_rounds=1, recovery_scenarios=("02-xid48-reboot",),
                      cli_runs=2)
 
     def only(self, groups: tuple[str, ...]) -> Sizes:
@@ -116,8 +125,11 @@ def run_suite(sizes: Sizes) -> dict[str, Any]:
         figures |= _with_server(sizes)
     if "replay" in sizes.groups:
         from benchmarks.replay_figures import bench_replay_memory
+        from benchmarks.replay_memory import bench_replay_memory_growth
 
         figures |= _guarded(("replay.peak_rss_mb",), lambda: bench_replay_memory(sizes.replay_sizes, sizes.replay_runs))
+        figures |= _guarded(("replay.memory_growth_180d",), lambda: bench_replay_memory_growth(
+            sizes.memory_nodes, 1, sizes.memory_days))
     if "recovery" in sizes.groups:
         from benchmarks.recovery_bench import bench_recovery
 
@@ -141,13 +153,16 @@ def _with_server(sizes: Sizes) -> dict[str, Figure]:
     with embedded_aws(sizes.server) as endpoint:
         if "projector" in sizes.groups:
             from benchmarks.projector_bench import bench_projector
+            from benchmarks.projector_kcl import bench_projector_kcl
 
-            figures |= _guarded(KEYS["projector"], lambda: bench_projector(
+            figures |= _guarded(KEYS["projector"][:2], lambda: bench_projector_kcl(
+                endpoint, events=sizes.kcl_events, runs=sizes.kcl_runs, server=sizes.server))
+            figures |= _guarded(KEYS["projector"][2:], lambda: bench_projector(
                 endpoint, batches=sizes.projector_batches, runs=sizes.projector_runs, tasks=sizes.projector_tasks,
                 nodes=sizes.projector_nodes, server=sizes.server))
         if "replay" in sizes.groups:
-            from benchmarks.replay_figures import bench_replay_stream
+            from benchmarks.replay_stream import bench_replay_stream
 
-            figures |= _guarded(("replay.ratio_vs_bare_read",), lambda: bench_replay_stream(
-                endpoint, sizes.stream_events, sizes.stream_runs))
+            figures |= _guarded(KEYS["replay"][:2], lambda: bench_replay_stream(
+                endpoint, sizes.stream_events, sizes.stream_rounds))
     return figures

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 from consumers.core.clocktext import iso
 from consumers.core.errors import UnwritableItem, is_infrastructure
-from consumers.core.projection import TABLES, EntityKey, Item, ProjectionConfig, ProjectionState, fold
+from consumers.core.projection import TABLES, EntityKey, Item, ProjectionConfig, ProjectionState
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import OurEvent
+from replay.retention import Retention
 from replay.sources import RawRecord
 
 MAX_REASONS = 50  # distinct malformed reasons kept; the rest are counted under "other"
@@ -123,18 +124,21 @@ def rebuild(
     tick: Callable[[ReplayStats], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     check_key: Callable[[EntityKey], None] | None = None,
+    retention: Retention | None = None,
 ) -> Rebuilt:
     """Decode and fold every record; a record that fails either is counted by kind and reason, never fatal,
     and leaves the state as it was (what the live projector parks, replay leaves out). ``check_key``: the
-    target store's own key check (an event whose key it would refuse is left out too)."""
+    target store's own key check (an event whose key it would refuse is left out too). Expired items
+    leave as DynamoDB's TTL deletes them (``replay.retention``)."""
     state = UndoableState()
+    keep = retention or Retention(config)
     stats = ReplayStats()
     started = clock()
     for record in records:
         stats.records += 1
         event = _decode(record, stats)
         if event is not None and (window is None or window.contains(event.time)):
-            if _fold_one(state, event, config, check_key, stats, record.position):
+            if _fold_one(state, event, keep, check_key, stats, record.position):
                 _count(stats, event)
         elif event is not None:
             stats.outside_window += 1
@@ -143,7 +147,7 @@ def rebuild(
             if tick is not None:
                 stats.seconds = clock() - started
                 tick(stats)
-    state.dirty.clear()
+    keep.finish(state)
     stats.seconds = clock() - started
     return Rebuilt(state, stats)
 
@@ -161,14 +165,14 @@ def _decode(record: RawRecord, stats: ReplayStats) -> StreamEvent | None:
 
 
 def _fold_one(
-    state: UndoableState, event: StreamEvent, config: ProjectionConfig,
+    state: UndoableState, event: StreamEvent, keep: Retention,
     check_key: Callable[[EntityKey], None] | None, stats: ReplayStats, position: str,
 ) -> bool:
     """Fold one event; if the fold raises, or makes an item under a key the target refuses, count the
     record as bad and undo what it did."""
     state.undo.clear()
     try:
-        fold(state, event, config)
+        keep.fold(state, event, position)
         if check_key is not None:
             _check_new_keys(state, check_key)
         return True
