@@ -225,6 +225,7 @@ def run_scenario(name: str, server: str = "process") -> ScenarioSample:
     """One scenario on a fresh embedded AWS, with its timeline and consumer time."""
     from benchmarks.server import embedded_aws
     from gpu_recovery.aws import AwsClients
+    from gpu_recovery import wiring
     from gpu_recovery.settings import load_settings
     from local.scenario import load_scenario
 
@@ -237,7 +238,8 @@ def run_scenario(name: str, server: str = "process") -> ScenarioSample:
 
     run_class = _measured_run_class()
     with embedded_aws(server) as endpoint, mock.patch("local.scenario_runner.AwsClients", HookedClients):
-        run = run_class(load_scenario(name), load_settings(endpoint_url=endpoint), lambda _line: None)
+        run = run_class(load_scenario(name), load_settings(endpoint_url=endpoint), lambda _line: None,
+                        wiring=wiring)
         run.overhead = overhead
         timeline.current_key = lambda: run.calls.current_key
         started = time.perf_counter()

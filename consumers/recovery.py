@@ -163,10 +163,16 @@ class RecoveryConsumer:
         self.tick()
         self._metrics.flush()
 
-    def on_idle(self) -> None:
-        """Every shard this consumer reads is drained (the in-process reader's quiet poll): caught up."""
+    def on_idle(self, shards: Collection[str] | None = None) -> None:
+        """Every shard this consumer reads is drained (the in-process reader's quiet poll): caught up.
+
+        ``shards`` are the shards the reader reads; None means every shard of the stream, including those a
+        processor before a restart published and this one has not read since (left as they were, they
+        would hold the stream's clock, and every deadline, back for good)."""
         wall = iso(self._clock())
-        for shard in sorted(self._positions):
+        every = set(self._positions) | set(self._store.positioned_shards() if shards is None else shards)
+        for shard in sorted(every):
+            self._positions[shard] = wall
             self._store.publish_position(shard, wall)
         self.tick()
         self._metrics.flush()
@@ -217,11 +223,11 @@ class RecoveryConsumer:
         data = event.data
         made: Input | None = None
         if isinstance(data, HealthCheckReported):
-            made = ReportInput(data, dict(event.envelope.data), iso(event.time))
+            made = ReportInput(data, dict(event.envelope.data), iso(event.time), event.envelope.event_id)
         elif isinstance(data, GpuHealthSignal):
-            made = SignalInput(data, iso(event.time))
+            made = SignalInput(data, iso(event.time), event.envelope.event_id)
         elif isinstance(data, OperatorRequested):
-            made = OperatorInput(data, iso(event.time))
+            made = OperatorInput(data, iso(event.time), event.envelope.event_id)
         # Our own decisions, outcomes, deadlines read back: a record, never a command.
         return self._timely(record, event, made) if made is not None else None
 
@@ -297,13 +303,14 @@ class RecoveryConsumer:
         outputs: list[Output] = []
         at = parse_iso(now)
         for emit in effects.emits:
-            envelope = make_envelope(emit.data, event_id=emit.event_id, time=at, source=SOURCE, subject=emit.subject)
+            envelope = make_envelope(emit.data, event_id=emit.event_id, time=at, source=SOURCE, subject=emit.subject,
+                                     causation_id=emit.cause)
             outputs.append(Output("event", _event_payload(envelope, emit.partition_key), _emit_owner(emit)))
         for order in effects.orders:
             decision = DecisionRecorded(idempotency_key=order.key, action=order.command, incident_id=order.incident_id,
                                         job_id=order.job_id, step=order.step, reason=order.reason)
             envelope = make_envelope(decision, event_id=stable_id(f"DecisionRecorded:{order.key}"), time=at,
-                                     source=SOURCE, subject=order.subject)
+                                     source=SOURCE, subject=order.subject, causation_id=order.cause)
             owner = _order_owner(order)
             outputs.append(Output("event", _event_payload(envelope, _partition(order.subject, order.key)), owner))
             outputs.append(Output("order", {"key": order.key, "command": order.command.model_dump(mode="json"),
@@ -326,7 +333,7 @@ class RecoveryConsumer:
                                      source=SOURCE, subject=subject, causation_id=str(order["decision"]))
             self._append([_event_payload(envelope, _partition(subject, str(order["key"])))])
             self._fault("after_outcome", str(order["key"]))
-            outcomes.append(OutcomeInput(outcome, at))
+            outcomes.append(OutcomeInput(outcome, at, envelope.event_id))
         follow_ups = self._decide_commit(outcomes, max(o.at for o in outcomes)) if outcomes else []
         self._store.done(entry)
         for follow_up in follow_ups:

@@ -217,6 +217,9 @@ class InMemoryRecoveryStore:
     def drop_position(self, shard: str) -> None:
         self.items.pop(("clock", shard), None)
 
+    def positioned_shards(self) -> list[str]:
+        return sorted(sk for (pk, sk) in self.items if pk == "clock")
+
     def clock(self) -> str | None:
         positions = [str(item["at"]) for (pk, _), item in self.items.items() if pk == "clock"]
         return min(positions) if positions else None
@@ -378,6 +381,9 @@ class DynamoRecoveryStore:
     def drop_position(self, shard: str) -> None:
         self.requests += 1
         call(self._client.delete_item, TableName=self._table, Key={"pk": {"S": "clock"}, "sk": {"S": shard}})
+
+    def positioned_shards(self) -> list[str]:
+        return sorted(row["sk"]["S"] for row in self._query("clock"))
 
     def clock(self) -> str | None:
         positions = [row["at"]["S"] for row in self._query("clock")]

@@ -153,6 +153,10 @@ class RecoveryStore(Protocol):
 
     def drop_position(self, shard: str) -> None: ...
 
+    def positioned_shards(self) -> list[str]:
+        """The shards with a published position (read by this consumer or by a processor before it)."""
+        ...
+
     def clock(self) -> str | None:
         """The slowest shard's position: deadlines fire against it (the stream's clock)."""
         ...

@@ -120,8 +120,9 @@ class World:
                                 detail=detail, error=None if status == "succeeded" else "boom",
                                 error_kind=error_kind)  # type: ignore[arg-type]
         moment = when or self.now
-        self.stream.append(self._ours(outcome, moment))
-        return self.run([OutcomeInput(outcome, iso(moment))], moment)
+        ours = self._ours(outcome, moment)
+        self.stream.append(ours)
+        return self.run([OutcomeInput(outcome, iso(moment), ours.envelope.event_id)], moment)
 
     def settle_orders(self, *, step: str | None = None) -> None:
         """Answer every unanswered order as AWS would (StartTask gets a task ARN), as the consumer does:
@@ -137,8 +138,9 @@ class World:
                     if order.command.type == "StartTask" else {}
                 outcome = ActionOutcome(idempotency_key=order.key, action=order.command, incident_id=order.incident_id,
                                         job_id=order.job_id, step=order.step, status="succeeded", detail=detail)
-                self.stream.append(self._ours(outcome, self.now))
-                inputs.append(OutcomeInput(outcome, iso(self.now)))
+                ours = self._ours(outcome, self.now)
+                self.stream.append(ours)
+                inputs.append(OutcomeInput(outcome, iso(self.now), ours.envelope.event_id))
             self.run(inputs, self.now)
 
     def report(self, verdict: str, action: str = "none", *, node: int | None = None, xids: Iterable[int] = (),

@@ -46,7 +46,7 @@ def test_the_proof_verifies_on_the_record_read_back_from_the_stream(check: Check
     kinesis.create_stream(StreamName="checks", ShardCount=1)
     check("memory_isolate", identity=SIGNED, writer=lambda: KinesisStreamWriter(kinesis, "checks"))
     shard = list_shards(kinesis, "checks")[0]["ShardId"]
-    (record,) = [r for batch in read_shard(kinesis, "checks", shard) for r in batch]
+    (record,) = [r for batch in read_shard(kinesis, "checks", shard) for r in batch.records]
     raw = json.loads(record.data)["data"]
     assert verify_report(SECRET, raw)
     event = decode(record.data)

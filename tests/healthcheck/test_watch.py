@@ -195,7 +195,7 @@ def test_the_signals_land_in_the_stream_under_the_nodes_key(
     kinesis.create_stream(StreamName="signals", ShardCount=1)
     watch(monkeypatch, tmp_path, "watch_memory_degrades", until=70.0, writer=KinesisStreamWriter(kinesis, "signals"))
     shard = list_shards(kinesis, "signals")[0]["ShardId"]
-    (record,) = [r for batch in read_shard(kinesis, "signals", shard) for r in batch]
+    (record,) = [r for batch in read_shard(kinesis, "signals", shard) for r in batch.records]
     event = decode(record.data)
     assert record.partition_key == NODE_ARN
     assert isinstance(event, OurEvent) and isinstance(event.data, GpuHealthSignal) and event.data.kind == "ecc"

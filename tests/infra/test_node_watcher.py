@@ -16,7 +16,7 @@ from cfnlint.api import ManualArgs, lint_file
 from consumers.core.errors import ConfigError
 from gpu_recovery.settings import load_settings
 from infra.config import load_infra_config
-from tests.infra.support import Synth, as_list, role_statements, synthesize
+from tests.infra.support import REQUIRED_CONTEXT, Synth, as_list, role_statements, synthesize
 
 DEFAULTS = load_settings()
 LOG_GROUP = "/gpu-recovery/node-watcher"
@@ -24,7 +24,7 @@ LOG_GROUP = "/gpu-recovery/node-watcher"
 
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory, source_root: Path) -> Iterator[Synth]:
-    yield synthesize(tmp_path_factory.mktemp("cdk.out"), source_root, context={"node_watcher": "true"})
+    yield synthesize(tmp_path_factory.mktemp("cdk.out"), source_root, context={**REQUIRED_CONTEXT, "node_watcher": "true"})
 
 
 def watcher_definition(synth: Synth) -> dict[str, Any]:

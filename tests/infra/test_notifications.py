@@ -129,9 +129,9 @@ def test_the_chat_topic_is_the_setting_or_named_after_the_topic_when_a_channel_i
     ({"teams_team_id": "12345678-90ab-cdef-1234-567890abcdef", "teams_channel_id": "19%3aab%40thread.tacv2"},
      "teams_team_id, teams_channel_id, teams_tenant_id go together"),
     ({"slack_workspace_id": "my-workspace", "slack_channel_id": "C0123ABCDEF"},
-     "infra setting slack_workspace_id (cdk context key slack_workspace_id, environment variable "
+     "setting slack_workspace_id (cdk context key slack_workspace_id, environment variable "
      "GPU_RECOVERY_SLACK_WORKSPACE_ID): String should match pattern"),
-    ({"teams_channel_id": "19:ab@thread.tacv2"}, "infra setting teams_channel_id"),
+    ({"teams_channel_id": "19:ab@thread.tacv2"}, "setting teams_channel_id (cdk context key teams_channel_id"),
 ])
 def test_a_half_or_malformed_channel_is_refused_with_what_to_fix(context: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as raised:

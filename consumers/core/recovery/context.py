@@ -35,6 +35,7 @@ class Emit:
     subject: Subject
     event_id: str
     partition_key: str
+    cause: str | None = None  # the event id of the input that led here (the envelope's causation_id)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Order:
     subject: Subject
     incident_id: str | None = None
     job_id: str | None = None
+    cause: str | None = None  # the event id of the input that led to it: audits and latency trace it back
 
 
 @dataclass
@@ -67,6 +69,10 @@ class Ctx:
     now: str
     effects: Effects = field(default_factory=Effects)
     dirty: list[Key] = field(default_factory=list)
+    # Which input is being followed: set per input, then per record as settle() reconciles it, so every
+    # decision names the event that caused it (the first input that made its record dirty in this batch).
+    cause: str | None = None
+    causes: dict[Key, str] = field(default_factory=dict)
     _orders: dict[Key, int] = field(default_factory=dict)
 
     def order_of(self, key: Key, version: int) -> int:
@@ -90,13 +96,13 @@ class Ctx:
 
     def emit(self, data: EventData, subject: Subject, identity: str, partition_key: str | None = None) -> None:
         key = partition_key or subject.node or subject.job or subject.incident or subject.task or identity
-        self.effects.emits.append(Emit(data, subject, stable_id(f"{data.TYPE}:{identity}"), key))
+        self.effects.emits.append(Emit(data, subject, stable_id(f"{data.TYPE}:{identity}"), key, self.cause))
 
     def order(self, key: str, command: CommandModel, *, step: Step, reason: str, subject: Subject,
               incident_id: str | None = None, job_id: str | None = None) -> None:
         if any(o.key == key for o in self.effects.orders):
             return  # decided twice in one batch: one command
-        self.effects.orders.append(Order(key, command, step, reason, subject, incident_id, job_id))
+        self.effects.orders.append(Order(key, command, step, reason, subject, incident_id, job_id, self.cause))
 
     def reject(self, reason: str) -> None:
         self.effects.rejected.append(reason)
@@ -105,6 +111,8 @@ class Ctx:
         """This record should be looked at again (its inputs changed)."""
         if key not in self.dirty:
             self.dirty.append(key)
+        if self.cause is not None:
+            self.causes.setdefault(key, self.cause)
 
     def changed(self, key: Key) -> None:
         """This record's plan changed: recorded, and looked at again."""

@@ -67,24 +67,28 @@ class ReportInput:
     report: HealthCheckReported
     raw: dict[str, Any]
     at: str
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
 class SignalInput:
     signal: GpuHealthSignal
     at: str
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
 class OperatorInput:
     request: OperatorRequested
     at: str
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
 class OutcomeInput:
     outcome: ActionOutcome
     at: str
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ Input = EcsInput | ReportInput | SignalInput | OperatorInput | OutcomeInput | Ti
 def decide(view: View, config: PolicyConfig, inputs: Sequence[Input], now: str) -> Effects:
     ctx = Ctx(view, config, now)
     for item in inputs:
+        ctx.cause = _input_id(item)
         _HANDLERS[type(item)](ctx, item)
     settle(ctx)
     record_changes(ctx)
@@ -114,6 +119,7 @@ def settle(ctx: Ctx) -> None:
         if not ctx.dirty:
             return
         kind, name = ctx.dirty.pop(0)
+        ctx.cause = ctx.causes.get((kind, name))
         reconcile = _RECONCILERS.get(kind)
         if reconcile is not None:
             reconcile(ctx, name)
@@ -127,6 +133,12 @@ _RECONCILERS: dict[str, Callable[[Ctx, str], None]] = {
 
 
 # --- inputs -----------------------------------------------------------------------------------------
+
+
+def _input_id(item: Input) -> str | None:
+    if isinstance(item, EcsInput):
+        return str(item.event.id)
+    return None if isinstance(item, TimerInput) else item.event_id  # a timer's cause is its DeadlineExpired
 
 
 def _ecs(ctx: Ctx, item: EcsInput) -> None:
@@ -249,6 +261,8 @@ def _timer(ctx: Ctx, item: TimerInput) -> None:
                              node_arn=name if kind == "node" else None),
              Subject(job=name if kind == "job" else None, incident=name if kind == "incident" else None,
                      node=name if kind == "node" else None), f"deadline:{kind}:{name}:{armed.token}:{armed.due_at}")
+    ctx.cause = ctx.effects.emits[-1].event_id
+    ctx.causes[item.record] = ctx.cause
     if kind == "job":
         job = ctx.view.job(name)
         if job is not None:
