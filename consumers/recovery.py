@@ -149,8 +149,8 @@ class RecoveryConsumer:
 
     def handle_batch(self, records: Sequence[StreamRecord], context: BatchContext | None = None) -> None:
         items = self._read(records)
-        if items:
-            self._isolated(items, max(i.input.at for i in items))
+        for run in _runs(items):
+            self._isolated(run, max(i.input.at for i in run))
         shard = context.shard_id if context else (records[0].shard_id if records else "")
         if shard:
             self._advance(shard, items, context.millis_behind_latest if context else 0)
@@ -276,11 +276,12 @@ class RecoveryConsumer:
 
     def _rejected(self, effects: Effects, items: list[_Item] | None) -> None:
         for reason in effects.rejected:
+            # Screened inputs are decided alone (``_runs``): a rejection in a batch of items is theirs.
             record = items[0].record if items and len(items) == 1 else None
             if record is not None:
                 self._park(record, "suspect", reason, notify=True)
             else:
-                log.warning("rejected: %s", reason)
+                log.warning("rejected without a record to park: %s", reason)
 
     # --- outputs ------------------------------------------------------------------------------------
 
@@ -413,6 +414,22 @@ class RecoveryConsumer:
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+# Inputs the core may reject (an unverified report, a signal or request about nothing it knows): each is
+# decided on its own, so that a rejection names its record and that record is parked as suspect.
+SCREENED = (ReportInput, SignalInput, OperatorInput)
+
+
+def _runs(items: list[_Item]) -> list[list[_Item]]:
+    """The batch in order, as runs of ECS events decided together and screened inputs one by one."""
+    runs: list[list[_Item]] = []
+    for item in items:
+        if isinstance(item.input, SCREENED) or not runs or isinstance(runs[-1][0].input, SCREENED):
+            runs.append([item])
+        else:
+            runs[-1].append(item)
+    return runs
+
 
 
 def _first_keys(inputs: Sequence[Input]) -> set[RecordKey]:
