@@ -100,7 +100,7 @@ class FakeAws:
         self.booted: dict[int, datetime] = {}
         self.answers: dict[str, list[ActionResult]] = {}  # command type -> answers to give first
         self.hold: set[int] = set()  # nodes whose check tasks run but have not finished yet
-        self.held: list[tuple[bytes, str]] = []  # what those checks will send (release() sends it)
+        self.held: list[tuple[_Task, StartTask, str]] = []  # those checks (release() finishes them)
         self.lookups = 0
         self._serial = 0
 
@@ -190,18 +190,22 @@ class FakeAws:
         self.tasks[arn] = task
         self._task_event(task, "RUNNING")
         if command.purpose == "check":
-            start = len(self.events)
-            self._report(task, command, key)
-            self._task_event(task, "STOPPED", exit_code=0, stop_code="EssentialContainerExited")
             if node in self.hold:
-                self.held += self.events[start:]
-                del self.events[start:]
+                self.held.append((task, command, key))
+            else:
+                self._finish(task, command, key)
         return arn
 
+    def _finish(self, task: _Task, command: StartTask, key: str) -> None:
+        self._report(task, command, key)
+        self._task_event(task, "STOPPED", exit_code=0, stop_code="EssentialContainerExited")
+
     def release(self) -> None:
-        """The held checks finish now: their reports and their tasks' stops follow."""
-        self.events += self.held
+        """The held checks finish now: their signed reports and their tasks' stops follow, dated now."""
+        for held in self.held:
+            self._finish(*held)
         self.held.clear()
+        self.hold.clear()
 
     def _report(self, task: _Task, command: StartTask, key: str) -> None:
         env = {e["name"]: e["value"] for c in command.overrides.get("containerOverrides", [])
