@@ -21,13 +21,11 @@ from consumers.adapters.kinesis import envelope_bytes
 from consumers.adapters.ledger import InMemoryLedger
 from consumers.adapters.memory import InMemoryParkingLot, InMemoryStreamWriter
 from consumers.adapters.recovery_store import InMemoryRecoveryStore
-from consumers.core.clocktext import iso
-from consumers.core.facts import RECOVERY_STOP_REASON, IdentityRules
+from consumers.core.facts import IdentityRules
 from consumers.core.ports import ActionResult, BatchContext, RecoveryStore, StreamRecord
 from consumers.core.recovery.config import PolicyConfig
 from consumers.recovery import RecoveryConsumer, no_fault
 from events_schema.commands import (
-    RESTART_TAG,
     CommandModel,
     ListTagsForResource,
     RebootInstances,
@@ -89,9 +87,13 @@ class _Task:
 class FakeAws:
     """The Actuator port, answered as AWS would (``answers`` overrides the answer to a command type)."""
 
-    def __init__(self, clock: Clock, check_key: Callable[[], bytes]) -> None:
+    def __init__(self, clock: Clock, check_key: Callable[[], bytes], *, cluster_arn: str = CLUSTER) -> None:
         self._clock = clock
         self._check_key = check_key
+        self.cluster_arn = cluster_arn
+        # Node n is node_arn(n) running instance i-{n:017x}, unless named otherwise (e.g. a node in moto).
+        self.node_arns: dict[int, str] = {}
+        self.instance_ids: dict[int, str] = {}
         self.calls: list[Call] = []
         self.events: list[tuple[bytes, str]] = []  # records that follow the calls: (data, partition key)
         self.tasks: dict[str, _Task] = {}
@@ -134,10 +136,23 @@ class FakeAws:
         for n in range(1, count + 1):
             self.node_event(n)
 
+    def node_arn(self, n: int) -> str:
+        return self.node_arns.get(n) or node_arn(n)
+
+    def node_number(self, arn_or_instance: str) -> int:
+        named = {**{v: k for k, v in self.node_arns.items()}, **{v: k for k, v in self.instance_ids.items()}}
+        if arn_or_instance in named:
+            return named[arn_or_instance]
+        return int(arn_or_instance[2:], 16) if arn_or_instance.startswith("i-") else int(arn_or_instance[-4:])
+
     def node_event(self, n: int, **kwargs: Any) -> None:
         self.node_versions[n] += 1
         event = node_event(n, version=self.node_versions[n], when=self._clock(), **kwargs)
-        self.events.append((json.dumps(event).encode(), node_arn(n)))
+        event["detail"].update(clusterArn=self.cluster_arn, containerInstanceArn=self.node_arn(n))
+        if n in self.instance_ids:
+            event["detail"]["ec2InstanceId"] = self.instance_ids[n]
+        event["resources"] = [self.node_arn(n)]
+        self.events.append((json.dumps(event).encode(), self.node_arn(n)))
 
     def fail(self, arn: str, *, exit_code: int = 1, reason: str = "XID 48") -> None:
         task = self.tasks[arn]
@@ -152,7 +167,8 @@ class FakeAws:
         event = task_event(number, node=task.node, version=task.version, status=status, exit_code=exit_code,
                            stop_code=stop_code, group=task.group, when=self._clock(), family=task.family,
                            created=task.created)
-        event["detail"]["taskArn"] = task.arn
+        event["detail"].update(taskArn=task.arn, clusterArn=self.cluster_arn,
+                               containerInstanceArn=self.node_arn(task.node))
         event["resources"] = [task.arn]
         event["id"] = f"{task.arn}/{task.version}"
         if stopped_reason is not None:
@@ -173,7 +189,7 @@ class FakeAws:
             task = self.tasks.get(command.target)
             return {"tags": task.tags if task else []}
         elif isinstance(command, RebootInstances):
-            node = int(command.target[2:], 16)
+            node = self.node_number(command.target)
             self.booted[node] = self._clock() + timedelta(seconds=1)
             self.node_event(node, connected=False)
             self.node_event(node, connected=True)
@@ -184,7 +200,7 @@ class FakeAws:
     def _start(self, command: StartTask, key: str) -> str:
         self._serial += 1
         arn = f"arn:aws:ecs:us-west-2:123456789012:task/gpu-training/started{self._serial:05d}"
-        node = int(command.target[-4:])
+        node = self.node_number(command.target)
         family = CHECK_FAMILY if command.purpose == "check" else command.task_definition.rsplit("/", 1)[-1]
         task = _Task(arn, node, command.group, family.split(":")[0], 0, list(command.tags), self._clock(), key)
         self.tasks[arn] = task
@@ -255,7 +271,7 @@ class Rig:
         self.ledger: Any = ledger if ledger is not None else InMemoryLedger()
         self.writer = InMemoryStreamWriter()
         self.parking = InMemoryParkingLot()
-        self.aws = FakeAws(self.clock, self.store.check_key)
+        self.aws = FakeAws(self.clock, self.store.check_key, cluster_arn=self.config.cluster_arn)
         self.shard_ids = [f"shardId-{n:012d}" for n in range(shards)]
         self.shards = {s: Shard() for s in self.shard_ids}
         self.read_back = read_back
@@ -361,10 +377,3 @@ class Rig:
 
     def node(self, n: int) -> dict[str, Any]:
         return self.records("node")[("node", node_arn(n))]
-
-
-def at_iso(moment: datetime) -> str:
-    return iso(moment)
-
-
-__all__ = ["CHECK_FAMILY", "HEALTHY", "RESTART_TAG", "RECOVERY_STOP_REASON", "Clock", "FakeAws", "Rig", "policy"]
