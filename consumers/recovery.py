@@ -126,6 +126,7 @@ class RecoveryConsumer:
         self._fixed_owner = owner is not None
         self.owner = owner or "unassigned"
         self._positions: dict[str, str] = {}
+        self._unflushed = False  # a flush stopped half-way (an error was raised): resume before the next batch
         self.actions = 0
         self.failed_actions = 0
         self.parked = 0
@@ -144,13 +145,17 @@ class RecoveryConsumer:
         self.resume()
 
     def resume(self) -> None:
+        self._unflushed = True
         for entry in self._store.pending(self.owner):
             self._flush(entry)
+        self._unflushed = False
 
     def handle_batch(self, records: Sequence[StreamRecord], context: BatchContext | None = None) -> None:
+        if self._unflushed:
+            self.resume()  # the last try stopped between a commit and its outbox (it is being retried)
         items = self._read(records)
         for run in _runs(items):
-            self._isolated(run, max(i.input.at for i in run))
+            self._flush_all(self._isolated(run, max(i.input.at for i in run)))
         shard = context.shard_id if context else (records[0].shard_id if records else "")
         if shard:
             self._advance(shard, items, context.millis_behind_latest if context else 0)
@@ -170,6 +175,8 @@ class RecoveryConsumer:
 
     def tick(self) -> None:
         """Fire the deadlines that passed on the stream's clock (never ahead of the wall clock)."""
+        if self._unflushed:
+            self.resume()
         wall = iso(self._clock())
         now = min(self._store.clock() or wall, wall)
         for _ in range(ROUNDS):
@@ -177,7 +184,7 @@ class RecoveryConsumer:
             if not due:
                 return
             inputs: list[Input] = [TimerInput(key, Timer.model_validate(timer)) for key, timer in due]
-            self._run(inputs, now)
+            self._flush_all(self._decide_commit(inputs, now))
 
     def next_deadline(self) -> datetime | None:
         due = self._store.due("9999", 1)
@@ -227,24 +234,28 @@ class RecoveryConsumer:
 
     # --- deciding -----------------------------------------------------------------------------------
 
-    def _isolated(self, items: list[_Item], now: str) -> None:
-        """Decide a batch; when deciding fails, find the records that make it fail and park them."""
+    def _isolated(self, items: list[_Item], now: str) -> list[OutboxEntry]:
+        """Decide and commit a batch; when deciding fails, find the records that make it fail and park them.
+
+        Acting on what was committed happens after, outside: a failed call is never a record's fault."""
         try:
-            self._run([i.input for i in items], now, items)
+            return self._decide_commit([i.input for i in items], now, items)
         except (TransientError, InjectedStop):
             raise
         except Exception as exc:  # a record the core cannot decide on: parked, never a stalled shard
             if len(items) == 1:
                 log.exception("parking a record recovery cannot decide on")
-                self._park(items[0].record, "undecidable", f"{type(exc).__name__}: {exc}")
-                return
+                self._park(items[0].record, "undecidable", f"{type(exc).__name__}: {exc}",
+                           error_type=type(exc).__name__)
+                return []
             half = len(items) // 2
-            self._isolated(items[:half], now)
-            self._isolated(items[half:], now)
+            return self._isolated(items[:half], now) + self._isolated(items[half:], now)
 
-    def _run(self, inputs: list[Input], now: str, items: list[_Item] | None = None) -> None:
-        for entry in self._decide_commit(inputs, now, items):
+    def _flush_all(self, entries: list[OutboxEntry]) -> None:
+        self._unflushed = True
+        for entry in entries:
             self._flush(entry)
+        self._unflushed = False
 
     def _decide_commit(self, inputs: list[Input], now: str, items: list[_Item] | None = None) -> list[OutboxEntry]:
         loaded = self._load(_first_keys(inputs) | {FLEET_KEY})
@@ -319,10 +330,27 @@ class RecoveryConsumer:
             self._append([_event_payload(envelope, _partition(subject, str(order["key"])))])
             self._fault("after_outcome", str(order["key"]))
             outcomes.append(OutcomeInput(outcome, at))
-        follow_ups = self._decide_commit(outcomes, max(o.at for o in outcomes)) if outcomes else []
+        follow_ups = self._on_outcomes(outcomes, entry) if outcomes else []
         self._store.done(entry)
         for follow_up in follow_ups:
             self._flush(follow_up)
+
+    def _on_outcomes(self, outcomes: list[Input], entry: OutboxEntry) -> list[OutboxEntry]:
+        """Decide on the outcomes; one the core cannot decide on is parked (its event is on the stream)."""
+        try:
+            return self._decide_commit(outcomes, max(o.at for o in outcomes))
+        except (TransientError, InjectedStop):
+            raise
+        except Exception as exc:
+            if len(outcomes) > 1:
+                return [e for o in outcomes for e in self._on_outcomes([o], entry)]
+            outcome = outcomes[0]
+            assert isinstance(outcome, OutcomeInput)
+            log.exception("parking an outcome recovery cannot decide on")
+            data = outcome.outcome.model_dump_json().encode()
+            self._park(StreamRecord(entry.owner, f"outcome:{outcome.outcome.idempotency_key}", "outcome", data),
+                       "undecidable", f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+            return []
 
     def _append(self, payloads: list[dict[str, Any]]) -> None:
         if not payloads:
@@ -360,9 +388,9 @@ class RecoveryConsumer:
             if resumed is not None:
                 self._ledger.done(key, resumed.status, resumed.detail, resumed.error, resumed.error_kind)
                 return resumed
-        result = self._actuator.execute(command, key)
+        result = self._call(command, key)
         if result.status == "unknown" and isinstance(command, StartTask):
-            found = self._actuator.find_done(command, key)
+            _, found = self._found(command, key)
             if found is not None:
                 result = ActionResult("succeeded", found)
         self._fault("after_call", key)
@@ -374,13 +402,34 @@ class RecoveryConsumer:
         """A claim without a result: whether the call happened. None means: make it now."""
         if command.type in REPEATABLE or command.type in ("Publish", *READ_ONLY):
             return None  # a repeat changes nothing more (Publish: at least once)
-        found = self._actuator.find_done(command, key)
+        looked, found = self._found(command, key)
         if found is not None:
             return ActionResult("succeeded", found)
-        if isinstance(command, StartTask):
+        if isinstance(command, StartTask) and looked:
             return None  # no task carries our key: it was never started
         log.warning("ambiguous %s for %s: not repeated; its deadline decides", command.type, key)
         return ActionResult("unknown", {}, "stopped between claim and result", "unknown")
+
+    def _call(self, command: CommandModel, key: str) -> ActionResult:
+        """The actuator never raises (its port says so); if one does, the call may have happened: unknown."""
+        try:
+            return self._actuator.execute(command, key)
+        except InjectedStop:
+            raise
+        except Exception as exc:
+            log.exception("actuator raised on %s %s", command.type, key)
+            return ActionResult("unknown", {}, f"{type(exc).__name__}: {exc}"[:1000], "unknown")
+
+    def _found(self, command: CommandModel, key: str) -> tuple[bool, dict[str, Any] | None]:
+        """(whether it could look, the evidence that the call took effect). A failed lookup tells nothing."""
+        try:
+            return True, self._actuator.find_done(command, key)
+        except InjectedStop:
+            raise
+        except Exception as exc:
+            log.warning("could not tell whether %s %s took effect: %s: %s", command.type, key, type(exc).__name__,
+                        exc)
+            return False, None
 
     # --- time -----------------------------------------------------------------------------------------
 
@@ -396,11 +445,12 @@ class RecoveryConsumer:
 
     # --- records we keep aside ----------------------------------------------------------------------
 
-    def _park(self, record: StreamRecord, kind: str, reason: str, *, notify: bool = False) -> None:
+    def _park(self, record: StreamRecord, kind: str, reason: str, *, notify: bool = False,
+              error_type: str = "") -> None:
         self._parking.park([ParkedRecord(consumer=self.name, shard_id=record.shard_id,
                                          sequence_number=record.sequence_number, partition_key=record.partition_key,
                                          reason_kind=kind, reason=reason[:1000], data=record.data,
-                                         parked_at=iso(self._clock()))])
+                                         parked_at=iso(self._clock()), error_type=error_type)])
         self.parked += 1
         self._metrics.count("ParkedRecords", 1)
         log.warning("parked record shard=%s seq=%s kind=%s: %s", record.shard_id, record.sequence_number, kind, reason)
