@@ -276,7 +276,7 @@ class RecoveryConsumer:
                 self._metrics.count("StateConflicts", 1)
                 loaded = loaded.merge(self._store.load(conflict.keys))
                 continue
-            self._fault("after_commit", None)
+            self._fault("after_commit", " ".join(o.key for o in effects.orders) or None)
             self._rejected(effects, items)
             return entries
         raise TransientError(f"records still contended after {ROUNDS} rounds")

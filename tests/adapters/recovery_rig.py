@@ -24,7 +24,7 @@ from consumers.adapters.recovery_store import InMemoryRecoveryStore
 from consumers.core.facts import IdentityRules
 from consumers.core.ports import ActionResult, BatchContext, RecoveryStore, StreamRecord
 from consumers.core.recovery.config import PolicyConfig
-from consumers.recovery import RecoveryConsumer, no_fault
+from consumers.recovery import InjectedStop, RecoveryConsumer, no_fault
 from events_schema.commands import (
     CommandModel,
     ListTagsForResource,
@@ -264,7 +264,8 @@ class Rig:
 
     def __init__(self, *, shards: int = 1, store: RecoveryStore | None = None, config: PolicyConfig | None = None,
                  clock: Clock | None = None, ledger: Any = None,
-                 fault: Callable[[str, str | None], None] = no_fault, read_back: bool = True) -> None:
+                 fault: Callable[[str, str | None], None] = no_fault, read_back: bool = True,
+                 restart_on_stop: bool = False) -> None:
         self.clock = clock or Clock()
         self.store: Any = store if store is not None else InMemoryRecoveryStore(wall=lambda: self.clock().timestamp())
         self.config = config or policy()
@@ -276,7 +277,20 @@ class Rig:
         self.shards = {s: Shard() for s in self.shard_ids}
         self.read_back = read_back
         self._written = 0
-        self.consumers = {s: self.consumer(s, fault) for s in self.shard_ids}
+        self._fault = fault
+        self.restart_on_stop = restart_on_stop  # as the KCL daemon: a stopped processor is started again
+        self.restarts = 0
+        self.consumers = {s: self._start(s) for s in self.shard_ids}
+
+    def _start(self, shard: str) -> RecoveryConsumer:
+        for _ in range(10):
+            try:
+                return self.consumer(shard, self._fault)
+            except InjectedStop:
+                if not self.restart_on_stop:
+                    raise
+                self.restarts += 1
+        raise AssertionError("the consumer never started")
 
     def consumer(self, shard: str, fault: Callable[[str, str | None], None] = no_fault,
                  actuator: Any = None) -> RecoveryConsumer:
@@ -326,7 +340,15 @@ class Rig:
         queue = self.shards[shard].records
         batch, queue[:] = queue[:limit], queue[limit:]
         behind = 60_000 if queue else 0
-        (consumer or self.consumers[shard]).handle_batch(batch, BatchContext(shard, behind))
+        try:
+            (consumer or self.consumers[shard]).handle_batch(batch, BatchContext(shard, behind))
+        except InjectedStop:
+            queue[:0] = batch  # not checkpointed: delivered again, to the processor that takes the shard
+            if not self.restart_on_stop:
+                raise
+            self.restarts += 1
+            self.consumers[shard] = self._start(shard)
+            return 0
         return len(batch)
 
     def drain(self, rounds: int = 500) -> None:
