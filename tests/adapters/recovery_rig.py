@@ -280,6 +280,7 @@ class Rig:
         self._fault = fault
         self.restart_on_stop = restart_on_stop  # as the KCL daemon: a stopped processor is started again
         self.restarts = 0
+        self.assign: Callable[[str], str] | None = None  # partition key -> shard, instead of Kinesis's hash
         self.consumers = {s: self._start(s) for s in self.shard_ids}
 
     def _start(self, shard: str) -> RecoveryConsumer:
@@ -302,14 +303,16 @@ class Rig:
     # --- the stream -------------------------------------------------------------------------------
 
     def shard_of(self, partition_key: str) -> str:
+        if self.assign is not None:
+            return self.assign(partition_key)
         digest = int(hashlib.md5(partition_key.encode()).hexdigest(), 16)  # Kinesis hashes keys with MD5
         return self.shard_ids[digest % len(self.shard_ids)]
 
     def put(self, data: bytes, partition_key: str, shard: str | None = None) -> StreamRecord:
-        target = self.shards[shard or self.shard_of(partition_key)]
+        shard_id = shard or self.shard_of(partition_key)
+        target = self.shards[shard_id]
         target.seq += 1
-        record = StreamRecord(shard or self.shard_of(partition_key), f"{target.seq:020d}", partition_key, data,
-                              self.clock())
+        record = StreamRecord(shard_id, f"{target.seq:020d}", partition_key, data, self.clock())
         target.records.append(record)
         return record
 
