@@ -143,7 +143,11 @@ class FakeAws:
         named = {**{v: k for k, v in self.node_arns.items()}, **{v: k for k, v in self.instance_ids.items()}}
         if arn_or_instance in named:
             return named[arn_or_instance]
-        return int(arn_or_instance[2:], 16) if arn_or_instance.startswith("i-") else int(arn_or_instance[-4:])
+        tail = arn_or_instance[2:] if arn_or_instance.startswith("i-") else arn_or_instance[-4:]
+        base = 16 if arn_or_instance.startswith("i-") else 10
+        if tail.isalnum() and all(c in "0123456789abcdef"[:base] for c in tail):
+            return int(tail, base)
+        return 10_000 + int(hashlib.sha256(arn_or_instance.encode()).hexdigest()[:6], 16)  # a node of a sample
 
     def node_event(self, n: int, **kwargs: Any) -> None:
         self.node_versions[n] += 1
