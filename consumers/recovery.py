@@ -59,7 +59,7 @@ from consumers.core.recovery.model import Timer
 from consumers.core.recovery.record import timer_of
 from consumers.core.recovery.view import ALL_NODES, FLEET_KEY, NeedMore, View
 from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
-from events_schema.commands import REPEATABLE, CommandModel, StartTask
+from events_schema.commands import REPEATABLE, CommandModel, ListTagsForResource, StartTask
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import Envelope, OurEvent, Subject, make_envelope
 from events_schema.events import (
@@ -73,7 +73,8 @@ from events_schema.events import (
 
 log = logging.getLogger("gpu_recovery.recovery")
 SOURCE = "gpu-recovery/recovery"
-ROUNDS = 25  # loads and conflicts before a batch is retried as a whole (TransientError)
+ROUNDS = 25  # conflicts before a batch is retried as a whole (TransientError)
+LOADS = 1_000  # records asked for (NeedMore) in one decision: each round loads more, so a loop is a bug
 TIMERS_PER_TICK = 200
 READ_ONLY = frozenset({"ListTagsForResource"})
 ECS_EVENTS = (TaskStateChange, ContainerInstanceStateChange, ContainerInstanceHealthChange)
@@ -260,12 +261,7 @@ class RecoveryConsumer:
     def _decide_commit(self, inputs: list[Input], now: str, items: list[_Item] | None = None) -> list[OutboxEntry]:
         loaded = self._load(_first_keys(inputs) | {FLEET_KEY})
         for _ in range(ROUNDS):
-            view = View(loaded.bodies)
-            try:
-                effects = decide(view, self._config, inputs, now)
-            except NeedMore as more:
-                loaded = loaded.merge(self._load(more.keys - loaded.bodies.keys()))
-                continue
+            view, effects, loaded = self._decide(inputs, now, loaded)
             writes = _writes(view, loaded, self._config)
             outputs = self._outputs(effects, now)
             self._fault("after_decide", " ".join(o.key for o in effects.orders) or None)
@@ -280,6 +276,20 @@ class RecoveryConsumer:
             self._rejected(effects, items)
             return entries
         raise TransientError(f"records still contended after {ROUNDS} rounds")
+
+    def _decide(self, inputs: list[Input], now: str, loaded: Loaded) -> tuple[View, Effects, Loaded]:
+        """Decide on the loaded records, loading what the decision asks for (never counted as a conflict)."""
+        for _ in range(LOADS):
+            view = View(loaded.bodies)
+            try:
+                return view, decide(view, self._config, inputs, now), loaded
+            except NeedMore as more:
+                missing = more.keys - loaded.bodies.keys()
+                if not missing:
+                    asked = sorted(more.keys)[:5]
+                    raise RuntimeError(f"the decision asked again for records it has: {asked}") from None
+                loaded = loaded.merge(self._load(missing))
+        raise RuntimeError(f"the decision asked for records {LOADS} times")
 
     def _load(self, keys: Collection[RecordKey]) -> Loaded:
         loaded = self._store.load([k for k in keys if k != ALL_NODES])
@@ -497,13 +507,25 @@ def _first_keys(inputs: Sequence[Input]) -> set[RecordKey]:
             if item.report.incident_id:
                 keys.add(("incident", item.report.incident_id))
         elif isinstance(item, OutcomeInput):
-            outcome = item.outcome
-            if outcome.incident_id:
-                keys.add(("incident", outcome.incident_id))
-            if outcome.job_id:
-                keys.add(("job", outcome.job_id))
+            keys |= _outcome_keys(item.outcome)
         elif isinstance(item, TimerInput):
             keys.add(item.record)
+    return keys
+
+
+def _outcome_keys(outcome: ActionOutcome) -> set[RecordKey]:
+    """An outcome's records: its incident or job, and the task it read the tags of or started (a job's ranks'
+    outcomes come in one flush: asked for one by one, 2,048 ranks would take 2,048 decisions)."""
+    keys: set[RecordKey] = set()
+    if outcome.incident_id:
+        keys.add(("incident", outcome.incident_id))
+    if outcome.job_id:
+        keys.add(("job", outcome.job_id))
+    if isinstance(outcome.action, ListTagsForResource):
+        keys.add(("task", outcome.action.target))
+    started = outcome.detail.get("task_arn") if isinstance(outcome.action, StartTask) else None
+    if isinstance(started, str) and started:
+        keys.add(("task", started))
     return keys
 
 
