@@ -128,6 +128,7 @@ class RecoveryConsumer:
         self.owner = owner or "unassigned"
         self._positions: dict[str, str] = {}
         self._unflushed = False  # a flush stopped half-way (an error was raised): resume before the next batch
+        self._orphans = False  # a commit conflicted after some of its transactions went through
         self.actions = 0
         self.failed_actions = 0
         self.parked = 0
@@ -256,6 +257,12 @@ class RecoveryConsumer:
         self._unflushed = True
         for entry in entries:
             self._flush(entry)
+        while self._orphans:
+            # A commit of several transactions conflicted after the first went through: what those
+            # committed is in the outbox, and no decision returned it. Finish it now, not at the next start.
+            self._orphans = False
+            for entry in self._store.pending(self.owner):
+                self._flush(entry)
         self._unflushed = False
 
     def _decide_commit(self, inputs: list[Input], now: str, items: list[_Item] | None = None) -> list[OutboxEntry]:
@@ -270,7 +277,9 @@ class RecoveryConsumer:
             except StateConflict as conflict:
                 self.conflicts += 1
                 self._metrics.count("StateConflicts", 1)
-                loaded = loaded.merge(self._store.load(conflict.keys))
+                self._orphans = True
+                # Every record written, not only the conflicting ones: a transaction before it may have gone through.
+                loaded = loaded.merge(self._store.load(conflict.keys | {w.key for w in writes}))
                 continue
             self._fault("after_commit", " ".join(o.key for o in effects.orders) or None)
             self._rejected(effects, items)

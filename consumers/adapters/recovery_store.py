@@ -96,10 +96,18 @@ def write_cost(write: RecordWrite) -> int:
 
 
 def plan_chunks(writes: Sequence[RecordWrite], outputs: Sequence[Output]) -> list[Chunk]:
-    """Split a commit into transactions; each output travels with the record that owns it."""
+    """Split a commit into transactions; each output travels with the record that owns it.
+
+    A commit of more than one transaction is not atomic: one may go through and a later one conflict. The
+    records that own commands (a job, an incident: the decision's driver) go last, so when any transaction
+    conflicts their change, and the commands, are not committed yet and the decision is made again; the
+    records before them (a placement's node holds) are written again the same way, or as decided anew.
+    """
+    drivers = {o.owner for o in outputs if o.kind == "order"}
+    ordered = [w for w in writes if w.key not in drivers] + [w for w in writes if w.key in drivers]
     chunks = [Chunk()]
     used = 0
-    for write in writes:
+    for write in ordered:
         cost = write_cost(write)
         if used + cost > CHUNK_ITEMS and chunks[-1].writes:
             chunks.append(Chunk())

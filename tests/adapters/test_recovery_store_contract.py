@@ -148,6 +148,23 @@ class RecoveryStoreContract(abc.ABC):
         else:
             assert store.load([("job", "job-000")]).revs[("job", "job-000")] == 0
 
+    def test_the_record_that_owns_commands_commits_in_the_last_transaction(self, store: Any) -> None:
+        # GIVEN a decision over 150 nodes (their holds) driven by one job that owns the commands; a node
+        # another processor changed meanwhile
+        nodes = [RecordWrite(("node", f"n{n:03d}"), {"arn": f"n{n:03d}", "hold": "job-1"}, 0) for n in range(150)]
+        store.commit([RecordWrite(("node", "n120"), {"arn": "n120", "by": "other"}, 0)], [], "other")
+        driver = RecordWrite(("job", "job-1"), job(1, phase="RESTARTING"), 0)
+        outputs = [Output("order", order("start-rank-0"), ("job", "job-1")),
+                   Output("event", {"recorded": "n000"}, ("node", "n000"))]
+        # WHEN committed, the job first in the list
+        with pytest.raises(StateConflict) as raised:
+            store.commit([driver, *nodes], outputs, OWNER)
+        # THEN whatever went through before the conflict, the job and its command did not: deciding again
+        # finds the job as it was and decides the commands again
+        assert raised.value.keys == {("node", "n120")}
+        assert store.load([("job", "job-1")]).revs[("job", "job-1")] == 0
+        assert "start-rank-0" not in [o.payload.get("key") for o in outputs_of(store.pending(OWNER))]
+
     def test_a_single_item_per_transaction_limit_is_never_passed(self, store: Any) -> None:
         # 100 records whose timers move (3 items each) and that index an instance (4 items each)
         first = [RecordWrite(("node", f"n{n:03d}"), {"arn": f"n{n:03d}"}, 0, timer=timer("2026-01-01T00:00:00Z"))
