@@ -147,13 +147,13 @@ class RecoveryConsumer:
         self.resume()
 
     def resume(self) -> None:
-        self._unflushed = True
+        self._unflushed, self._orphans = True, False
         for entry in self._store.pending(self.owner):
             self._flush(entry)
         self._unflushed = False
 
     def handle_batch(self, records: Sequence[StreamRecord], context: BatchContext | None = None) -> None:
-        if self._unflushed:
+        if self._unflushed or self._orphans:
             self.resume()  # the last try stopped between a commit and its outbox (it is being retried)
         items = self._read(records)
         for run in _runs(items):
@@ -177,7 +177,7 @@ class RecoveryConsumer:
 
     def tick(self) -> None:
         """Fire the deadlines that passed on the stream's clock (never ahead of the wall clock)."""
-        if self._unflushed:
+        if self._unflushed or self._orphans:
             self.resume()
         wall = iso(self._clock())
         now = min(self._store.clock() or wall, wall)
@@ -281,6 +281,11 @@ class RecoveryConsumer:
                 # Every record written, not only the conflicting ones: a transaction before it may have gone through.
                 loaded = loaded.merge(self._store.load(conflict.keys | {w.key for w in writes}))
                 continue
+            except BaseException:
+                # It may have gone through, wholly or in part (a timeout after DynamoDB applied it): its outbox
+                # is finished before anything else is decided (deciding again finds nothing new to order).
+                self._orphans = True
+                raise
             self._fault("after_commit", " ".join(o.key for o in effects.orders) or None)
             self._rejected(effects, items)
             return entries

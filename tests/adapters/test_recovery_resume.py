@@ -5,14 +5,17 @@ happens once (in-memory adapters and a fake AWS, tests/adapters/recovery_rig.py)
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
+from consumers.adapters.recovery_store import InMemoryRecoveryStore
 from consumers.core.errors import TransientError
-from consumers.core.ports import BatchContext, Claim
+from consumers.core.ports import BatchContext, Claim, OutboxEntry, Output, RecordWrite
 from consumers.recovery import InjectedStop
 from events_schema.commands import REPEATABLE
-from tests.adapters.recovery_rig import HEALTHY, Rig
+from tests.adapters.recovery_rig import HEALTHY, Clock, Rig
 from tests.factories import task_arn
 
 POINTS = ["after_decide", "after_commit", "after_record", "after_claim", "after_call", "after_done", "after_outcome"]
@@ -151,4 +154,43 @@ def test_a_batch_retried_after_a_transient_error_in_its_outbox_finishes_it_witho
     # WHEN the processor retries the batch, as it does with a transient error (the same consumer, no restart)
     consumer.handle_batch(batch, BatchContext(shard, 0))
     # THEN the check is started, once, and the outbox is empty
+    assert len(rig.aws.of("StartTask", "check")) == 1 and rig.store.pending(shard) == []
+
+
+class CommitsThenTimesOut(InMemoryRecoveryStore):
+    """The first commit with a health check's order goes through, and then its answer is lost (a timeout after
+    DynamoDB applied the transaction): the caller sees a TransientError."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lost = 0
+
+    def commit(self, writes: Sequence[RecordWrite], outputs: Sequence[Output], owner: str) -> list[OutboxEntry]:
+        entries = super().commit(writes, outputs, owner)
+        if not self.lost and any(":check:" in str(o.payload.get("key")) for o in outputs if o.kind == "order"):
+            self.lost += 1
+            raise TransientError("ReadTimeoutError on TransactWriteItems")
+        return entries
+
+
+def test_a_commit_whose_answer_was_lost_is_acted_on_when_the_batch_is_retried() -> None:
+    # GIVEN a commit that went through but whose answer was lost
+    clock = Clock()
+    store = CommitsThenTimesOut(wall=lambda: clock().timestamp())
+    rig = Rig(store=store, clock=clock)
+    rig.aws.nodes(3)
+    rig.aws.launch("job:alpha", [(1, 1)])
+    rig.drain()
+    rig.aws.fail(task_arn(1))
+    rig.collect()
+    shard = rig.shard_ids[0]
+    batch = rig.shards[shard].records[:]
+    rig.shards[shard].records.clear()
+    consumer = rig.consumers[shard]
+    with pytest.raises(TransientError):
+        consumer.handle_batch(batch, BatchContext(shard, 0))
+    assert store.lost == 1 and rig.aws.of("StartTask", "check") == []
+    # WHEN the processor retries the batch (the decision is made again on the committed records: no new order)
+    consumer.handle_batch(batch, BatchContext(shard, 0))
+    # THEN what the lost commit put in the outbox is acted on now, once
     assert len(rig.aws.of("StartTask", "check")) == 1 and rig.store.pending(shard) == []
