@@ -234,8 +234,8 @@ class FakeAws:
         verdict, action, xids = queue.pop(0) if len(queue) > 1 else queue[0]
         data = HealthCheckReported(
             node_arn=command.target, check_task_arn=task.arn, incident_id=env.get("GPU_RECOVERY_INCIDENT_ID"),
-            level=int(env.get("GPU_RECOVERY_CHECK_LEVEL", "2")), verdict=verdict,  # type: ignore[arg-type]
-            recommended_action=action, reason="fake dcgm", xids=[{"xid": x, "count": 1} for x in xids],  # type: ignore[arg-type]
+            level=int(env.get("GPU_RECOVERY_CHECK_LEVEL", "2")), verdict=verdict,
+            recommended_action=action, reason="fake dcgm", xids=[{"xid": x, "count": 1} for x in xids],
             check_key=key, boot_time=self.booted.get(task.node, T0 - timedelta(days=1)),
         ).model_dump(mode="json")
         data["proof"] = report_proof(check_secret(self._check_key(), key), data)
@@ -336,8 +336,8 @@ class Rig:
         keys = self.writer.partition_keys[self._written:]
         self._written = len(self.writer.envelopes)
         if self.read_back:
-            for envelope, key in zip(fresh, keys, strict=True):
-                self.put_envelope(envelope, key or "own")
+            for envelope, partition_key in zip(fresh, keys, strict=True):
+                self.put_envelope(envelope, partition_key or "own")
 
     def pending(self) -> int:
         return sum(len(s.records) for s in self.shards.values())
@@ -395,8 +395,9 @@ class Rig:
     def snapshot(self) -> dict[str, Any]:
         """Records, timers and outboxes (the state decisions change); shard positions left out."""
         items = self.store.items
-        return json.loads(json.dumps({f"{pk}|{sk}": v for (pk, sk), v in items.items() if pk != "clock"},
-                                     sort_keys=True, default=repr))
+        snapshot: dict[str, Any] = json.loads(json.dumps(
+            {f"{pk}|{sk}": v for (pk, sk), v in items.items() if pk != "clock"}, sort_keys=True, default=repr))
+        return snapshot
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.records("job")[("job", job_id)]

@@ -19,7 +19,7 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from moto import mock_aws
 
@@ -78,7 +78,7 @@ class Faults:
 
     def garbage(self, operation: str, status: int, body: bytes) -> None:
         self._broken.setdefault(operation, []).append(
-            lambda request: AWSResponse(request.url, status, {}, _Body(body)))
+            lambda request: AWSResponse(request.url, status, HTTPHeaders(), _Body(body)))
 
     def raises(self, operation: str, exc: Exception) -> None:
         def fail(request: Any) -> AWSResponse:

@@ -227,7 +227,8 @@ def mutated(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 3))):
         paths = [p for p in _paths(event) if p]
         keys = [p for p in paths if p in SENSITIVE]
-        path = draw(st.sampled_from(keys if keys and draw(st.booleans()) else paths))
+        aim = draw(st.booleans())
+        path = draw(st.sampled_from(keys if keys and aim else paths))
         parent = event
         for part in path[:-1]:
             parent = parent[part]

@@ -65,7 +65,8 @@ class Interleaving:
         shard = self.data.draw(st.sampled_from(busy), label="shard")
         limit = self.data.draw(st.integers(1, 6), label="batch size")
         others = [s for s in busy if s != shard]
-        if others and self.data.draw(st.booleans(), label="interleave"):
+        interleave = bool(others) and self.data.draw(st.booleans(), label="interleave")
+        if interleave:
             other = self.data.draw(st.sampled_from(others), label="inside its commit")
             other_limit = self.data.draw(st.integers(1, 6), label="its batch size")
             rig.store.before_commit = lambda: self._inside(other, other_limit)
@@ -107,7 +108,7 @@ def assert_each_action_once(rig: Rig) -> None:
     assert stops == {task_arn(2): 1, task_arn(4): 1}, "every sibling stopped exactly once"
     assert len(rig.aws.of("StartTask", "check")) == 3  # node 1, node 1 after its reboot, node 3
     assert [c.target for c in rig.aws.of("RebootInstances")] == [f"i-{1:017x}"]
-    ranks = Counter(c.command.group for c in rig.aws.of("StartTask", "rank"))  # type: ignore[attr-defined]
+    ranks = Counter(getattr(c.command, "group", None) for c in rig.aws.of("StartTask", "rank"))
     assert ranks == {"job:alpha": 2, "job:beta": 2}
 
 
