@@ -65,7 +65,7 @@ from events_schema.aws import (
     Ec2InstanceStateChange,
     TaskStateChange,
 )
-from events_schema.commands import REPEATABLE, CommandModel, StartTask
+from events_schema.commands import REPEATABLE, CommandModel, ListTagsForResource, StartTask
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import Envelope, OurEvent, Subject, make_envelope
 from events_schema.events import (
@@ -79,7 +79,8 @@ from events_schema.events import (
 
 log = logging.getLogger("gpu_recovery.recovery")
 SOURCE = "gpu-recovery/recovery"
-ROUNDS = 25  # loads and conflicts before a batch is retried as a whole (TransientError)
+ROUNDS = 25  # conflicts before a batch is retried as a whole (TransientError)
+LOADS = 1_000  # records asked for (NeedMore) in one decision: each round loads more, so a loop is a bug
 TIMERS_PER_TICK = 200
 READ_ONLY = frozenset({"ListTagsForResource"})
 ECS_EVENTS = (TaskStateChange, ContainerInstanceStateChange, ContainerInstanceHealthChange)
@@ -132,6 +133,8 @@ class RecoveryConsumer:
         self._fixed_owner = owner is not None
         self.owner = owner or "unassigned"
         self._positions: dict[str, str] = {}
+        self._unflushed = False  # a flush stopped half-way (an error was raised): resume before the next batch
+        self._orphans = False  # a commit conflicted after some of its transactions went through
         self.actions = 0
         self.failed_actions = 0
         self.parked = 0
@@ -150,13 +153,17 @@ class RecoveryConsumer:
         self.resume()
 
     def resume(self) -> None:
+        self._unflushed, self._orphans = True, False
         for entry in self._store.pending(self.owner):
             self._flush(entry)
+        self._unflushed = False
 
     def handle_batch(self, records: Sequence[StreamRecord], context: BatchContext | None = None) -> None:
+        if self._unflushed or self._orphans:
+            self.resume()  # the last try stopped between a commit and its outbox (it is being retried)
         items = self._read(records)
-        if items:
-            self._isolated(items, max(i.input.at for i in items))
+        for run in _runs(items):
+            self._flush_all(self._isolated(run, max(i.input.at for i in run)))
         shard = context.shard_id if context else (records[0].shard_id if records else "")
         if shard:
             self._advance(shard, items, context.millis_behind_latest if context else 0)
@@ -182,6 +189,8 @@ class RecoveryConsumer:
 
     def tick(self) -> None:
         """Fire the deadlines that passed on the stream's clock (never ahead of the wall clock)."""
+        if self._unflushed or self._orphans:
+            self.resume()
         wall = iso(self._clock())
         now = min(self._store.clock() or wall, wall)
         for _ in range(ROUNDS):
@@ -189,7 +198,7 @@ class RecoveryConsumer:
             if not due:
                 return
             inputs: list[Input] = [TimerInput(key, Timer.model_validate(timer)) for key, timer in due]
-            self._run(inputs, now)
+            self._flush_all(self._decide_commit(inputs, now))
 
     def next_deadline(self) -> datetime | None:
         due = self._store.due("9999", 1)
@@ -242,34 +251,39 @@ class RecoveryConsumer:
 
     # --- deciding -----------------------------------------------------------------------------------
 
-    def _isolated(self, items: list[_Item], now: str) -> None:
-        """Decide a batch; when deciding fails, find the records that make it fail and park them."""
+    def _isolated(self, items: list[_Item], now: str) -> list[OutboxEntry]:
+        """Decide and commit a batch; when deciding fails, find the records that make it fail and park them.
+
+        Acting on what was committed happens after, outside: a failed call is never a record's fault."""
         try:
-            self._run([i.input for i in items], now, items)
+            return self._decide_commit([i.input for i in items], now, items)
         except (TransientError, InjectedStop):
             raise
         except Exception as exc:  # a record the core cannot decide on: parked, never a stalled shard
             if len(items) == 1:
                 log.exception("parking a record recovery cannot decide on")
-                self._park(items[0].record, "undecidable", f"{type(exc).__name__}: {exc}")
-                return
+                self._park(items[0].record, "undecidable", f"{type(exc).__name__}: {exc}",
+                           error_type=type(exc).__name__)
+                return []
             half = len(items) // 2
-            self._isolated(items[:half], now)
-            self._isolated(items[half:], now)
+            return self._isolated(items[:half], now) + self._isolated(items[half:], now)
 
-    def _run(self, inputs: list[Input], now: str, items: list[_Item] | None = None) -> None:
-        for entry in self._decide_commit(inputs, now, items):
+    def _flush_all(self, entries: list[OutboxEntry]) -> None:
+        self._unflushed = True
+        for entry in entries:
             self._flush(entry)
+        while self._orphans:
+            # A commit of several transactions conflicted after the first went through: what those
+            # committed is in the outbox, and no decision returned it. Finish it now, not at the next start.
+            self._orphans = False
+            for entry in self._store.pending(self.owner):
+                self._flush(entry)
+        self._unflushed = False
 
     def _decide_commit(self, inputs: list[Input], now: str, items: list[_Item] | None = None) -> list[OutboxEntry]:
         loaded = self._load(_first_keys(inputs) | {FLEET_KEY})
         for _ in range(ROUNDS):
-            view = View(loaded.bodies)
-            try:
-                effects = decide(view, self._config, inputs, now)
-            except NeedMore as more:
-                loaded = loaded.merge(self._load(more.keys - loaded.bodies.keys()))
-                continue
+            view, effects, loaded = self._decide(inputs, now, loaded)
             writes = _writes(view, loaded, self._config)
             outputs = self._outputs(effects, now)
             self._fault("after_decide", " ".join(o.key for o in effects.orders) or None)
@@ -278,12 +292,33 @@ class RecoveryConsumer:
             except StateConflict as conflict:
                 self.conflicts += 1
                 self._metrics.count("StateConflicts", 1)
-                loaded = loaded.merge(self._store.load(conflict.keys))
+                self._orphans = True
+                # Every record written, not only the conflicting ones: a transaction before it may have gone through.
+                loaded = loaded.merge(self._store.load(conflict.keys | {w.key for w in writes}))
                 continue
-            self._fault("after_commit", None)
+            except BaseException:
+                # It may have gone through, wholly or in part (a timeout after DynamoDB applied it): its outbox
+                # is finished before anything else is decided (deciding again finds nothing new to order).
+                self._orphans = True
+                raise
+            self._fault("after_commit", " ".join(o.key for o in effects.orders) or None)
             self._rejected(effects, items)
             return entries
         raise TransientError(f"records still contended after {ROUNDS} rounds")
+
+    def _decide(self, inputs: list[Input], now: str, loaded: Loaded) -> tuple[View, Effects, Loaded]:
+        """Decide on the loaded records, loading what the decision asks for (never counted as a conflict)."""
+        for _ in range(LOADS):
+            view = View(loaded.bodies)
+            try:
+                return view, decide(view, self._config, inputs, now), loaded
+            except NeedMore as more:
+                missing = more.keys - loaded.bodies.keys()
+                if not missing:
+                    asked = sorted(more.keys)[:5]
+                    raise RuntimeError(f"the decision asked again for records it has: {asked}") from None
+                loaded = loaded.merge(self._load(missing))
+        raise RuntimeError(f"the decision asked for records {LOADS} times")
 
     def _load(self, keys: Collection[RecordKey]) -> Loaded:
         loaded = self._store.load([k for k in keys if k != ALL_NODES])
@@ -291,11 +326,12 @@ class RecoveryConsumer:
 
     def _rejected(self, effects: Effects, items: list[_Item] | None) -> None:
         for reason in effects.rejected:
+            # Screened inputs are decided alone (``_runs``): a rejection in a batch of items is theirs.
             record = items[0].record if items and len(items) == 1 else None
             if record is not None:
                 self._park(record, "suspect", reason, notify=True)
             else:
-                log.warning("rejected: %s", reason)
+                log.warning("rejected without a record to park: %s", reason)
 
     # --- outputs ------------------------------------------------------------------------------------
 
@@ -334,10 +370,27 @@ class RecoveryConsumer:
             self._append([_event_payload(envelope, _partition(subject, str(order["key"])))])
             self._fault("after_outcome", str(order["key"]))
             outcomes.append(OutcomeInput(outcome, at, envelope.event_id))
-        follow_ups = self._decide_commit(outcomes, max(o.at for o in outcomes)) if outcomes else []
+        follow_ups = self._on_outcomes(outcomes, entry) if outcomes else []
         self._store.done(entry)
         for follow_up in follow_ups:
             self._flush(follow_up)
+
+    def _on_outcomes(self, outcomes: list[Input], entry: OutboxEntry) -> list[OutboxEntry]:
+        """Decide on the outcomes; one the core cannot decide on is parked (its event is on the stream)."""
+        try:
+            return self._decide_commit(outcomes, max(o.at for o in outcomes))
+        except (TransientError, InjectedStop):
+            raise
+        except Exception as exc:
+            if len(outcomes) > 1:
+                return [e for o in outcomes for e in self._on_outcomes([o], entry)]
+            outcome = outcomes[0]
+            assert isinstance(outcome, OutcomeInput)
+            log.exception("parking an outcome recovery cannot decide on")
+            data = outcome.outcome.model_dump_json().encode()
+            self._park(StreamRecord(entry.owner, f"outcome:{outcome.outcome.idempotency_key}", "outcome", data),
+                       "undecidable", f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+            return []
 
     def _append(self, payloads: list[dict[str, Any]]) -> None:
         if not payloads:
@@ -375,9 +428,9 @@ class RecoveryConsumer:
             if resumed is not None:
                 self._ledger.done(key, resumed.status, resumed.detail, resumed.error, resumed.error_kind)
                 return resumed
-        result = self._actuator.execute(command, key)
+        result = self._call(command, key)
         if result.status == "unknown" and isinstance(command, StartTask):
-            found = self._actuator.find_done(command, key)
+            _, found = self._found(command, key)
             if found is not None:
                 result = ActionResult("succeeded", found)
         self._fault("after_call", key)
@@ -389,13 +442,34 @@ class RecoveryConsumer:
         """A claim without a result: whether the call happened. None means: make it now."""
         if command.type in REPEATABLE or command.type in ("Publish", *READ_ONLY):
             return None  # a repeat changes nothing more (Publish: at least once)
-        found = self._actuator.find_done(command, key)
+        looked, found = self._found(command, key)
         if found is not None:
             return ActionResult("succeeded", found)
-        if isinstance(command, StartTask):
+        if isinstance(command, StartTask) and looked:
             return None  # no task carries our key: it was never started
         log.warning("ambiguous %s for %s: not repeated; its deadline decides", command.type, key)
         return ActionResult("unknown", {}, "stopped between claim and result", "unknown")
+
+    def _call(self, command: CommandModel, key: str) -> ActionResult:
+        """The actuator never raises (its port says so); if one does, the call may have happened: unknown."""
+        try:
+            return self._actuator.execute(command, key)
+        except InjectedStop:
+            raise
+        except Exception as exc:
+            log.exception("actuator raised on %s %s", command.type, key)
+            return ActionResult("unknown", {}, f"{type(exc).__name__}: {exc}"[:1000], "unknown")
+
+    def _found(self, command: CommandModel, key: str) -> tuple[bool, dict[str, Any] | None]:
+        """(whether it could look, the evidence that the call took effect). A failed lookup tells nothing."""
+        try:
+            return True, self._actuator.find_done(command, key)
+        except InjectedStop:
+            raise
+        except Exception as exc:
+            log.warning("could not tell whether %s %s took effect: %s: %s", command.type, key, type(exc).__name__,
+                        exc)
+            return False, None
 
     # --- time -----------------------------------------------------------------------------------------
 
@@ -414,11 +488,12 @@ class RecoveryConsumer:
 
     # --- records we keep aside ----------------------------------------------------------------------
 
-    def _park(self, record: StreamRecord, kind: str, reason: str, *, notify: bool = False) -> None:
+    def _park(self, record: StreamRecord, kind: str, reason: str, *, notify: bool = False,
+              error_type: str = "") -> None:
         self._parking.park([ParkedRecord(consumer=self.name, shard_id=record.shard_id,
                                          sequence_number=record.sequence_number, partition_key=record.partition_key,
                                          reason_kind=kind, reason=reason[:1000], data=record.data,
-                                         parked_at=iso(self._clock()))])
+                                         parked_at=iso(self._clock()), error_type=error_type)])
         self.parked += 1
         self._metrics.count("ParkedRecords", 1)
         log.warning("parked record shard=%s seq=%s kind=%s: %s", record.shard_id, record.sequence_number, kind, reason)
@@ -432,6 +507,22 @@ class RecoveryConsumer:
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+# Inputs the core may reject (an unverified report, a signal or request about nothing it knows): each is
+# decided on its own, so that a rejection names its record and that record is parked as suspect.
+SCREENED = (ReportInput, SignalInput, OperatorInput)
+
+
+def _runs(items: list[_Item]) -> list[list[_Item]]:
+    """The batch in order, as runs of ECS events decided together and screened inputs one by one."""
+    runs: list[list[_Item]] = []
+    for item in items:
+        if isinstance(item.input, SCREENED) or not runs or isinstance(runs[-1][0].input, SCREENED):
+            runs.append([item])
+        else:
+            runs[-1].append(item)
+    return runs
+
 
 
 def _first_keys(inputs: Sequence[Input]) -> set[RecordKey]:
@@ -452,13 +543,25 @@ def _first_keys(inputs: Sequence[Input]) -> set[RecordKey]:
             if item.report.incident_id:
                 keys.add(("incident", item.report.incident_id))
         elif isinstance(item, OutcomeInput):
-            outcome = item.outcome
-            if outcome.incident_id:
-                keys.add(("incident", outcome.incident_id))
-            if outcome.job_id:
-                keys.add(("job", outcome.job_id))
+            keys |= _outcome_keys(item.outcome)
         elif isinstance(item, TimerInput):
             keys.add(item.record)
+    return keys
+
+
+def _outcome_keys(outcome: ActionOutcome) -> set[RecordKey]:
+    """An outcome's records: its incident or job, and the task it read the tags of or started (a job's ranks'
+    outcomes come in one flush: asked for one by one, 2,048 ranks would take 2,048 decisions)."""
+    keys: set[RecordKey] = set()
+    if outcome.incident_id:
+        keys.add(("incident", outcome.incident_id))
+    if outcome.job_id:
+        keys.add(("job", outcome.job_id))
+    if isinstance(outcome.action, ListTagsForResource):
+        keys.add(("task", outcome.action.target))
+    started = outcome.detail.get("task_arn") if isinstance(outcome.action, StartTask) else None
+    if isinstance(started, str) and started:
+        keys.add(("task", started))
     return keys
 
 

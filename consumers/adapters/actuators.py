@@ -17,13 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from botocore.parsers import ResponseParserError
 
 from consumers.adapters.sns_message import publish_requests
 from consumers.core.ports import ActionResult
@@ -69,10 +67,11 @@ class AwsActuator:
             return ActionResult("unknown", {}, str(exc), "timeout")
         except _Refused as exc:
             return ActionResult("failed", {}, str(exc), "refused")
-        except (BotoCoreError, ResponseParserError, ValueError, KeyError, TypeError) as exc:
-            # A parser error on an HTTP 500 and the like: it may have happened.
+        except Exception as exc:  # the port's promise: a result, never an exception
+            # A parser error on an HTTP 500 (botocore's ResponseParserError is no BotoCoreError), a broken
+            # connection, a bug below us: the call may have happened, so it is "unknown", never "failed".
             log.warning("unexpected %s from %s %s: %s", type(exc).__name__, command.type, command.target, exc)
-            return ActionResult("unknown", {}, f"{type(exc).__name__}: {exc}", "unknown")
+            return ActionResult("unknown", {}, f"{type(exc).__name__}: {exc}"[:1000], "unknown")
 
     def _call(self, command: CommandModel, key: str) -> dict[str, Any]:
         if isinstance(command, StopTask):
@@ -131,7 +130,9 @@ class AwsActuator:
         return {"task_arn": response["tasks"][0]["taskArn"]}
 
     def find_done(self, command: CommandModel, key: str) -> dict[str, Any] | None:
-        """After an unknown StartTask: the task carrying our key, RUNNING or already STOPPED.
+        """After an unknown StartTask: the task carrying our key, RUNNING or already STOPPED (ECS shows a
+        stopped task for about an hour). None: no task carries it. An error means it cannot tell: it raises, and
+        the consumer keeps the call "unknown" (never starts it again on a lookup that failed).
 
         ListTasks without a desired status answers RUNNING tasks only, so both are asked.
         """

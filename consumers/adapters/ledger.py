@@ -19,13 +19,18 @@ RETENTION_S = 30 * 86_400
 
 
 class InMemoryLedger:
-    def __init__(self) -> None:
+    """The same contract in memory (entries carry the same ``expires_at``; nothing deletes them here)."""
+
+    def __init__(self, *, wall: Callable[[], float] = time.time, retention_s: int = RETENTION_S) -> None:
         self.entries: dict[str, dict[str, Any]] = {}
+        self._wall = wall
+        self._retention_s = retention_s
 
     def claim(self, key: str, action_type: str, at: str) -> Claim:
         entry = self.entries.get(key)
         if entry is None:
-            self.entries[key] = {"state": "claimed", "action": action_type, "claimed_at": at}
+            self.entries[key] = {"state": "claimed", "action": action_type, "claimed_at": at,
+                                 "expires_at": int(self._wall()) + self._retention_s}
             return Claim("new")
         return Claim(entry["state"], entry.get("status"), entry.get("detail"), entry.get("error"),
                      entry.get("error_kind"))

@@ -81,6 +81,13 @@ class Chunk:
     outputs: list[Output] = field(default_factory=list)
 
 
+def expiry(write: RecordWrite, wall: float) -> int | None:
+    """The record's TTL attribute: its own expiry, or a tombstone's (kept past any duplicate's arrival)."""
+    if write.expires_at:
+        return write.expires_at
+    return int(wall) + TOMBSTONE_DAYS * 86_400 if write.body.get("tombstone") else None
+
+
 def write_cost(write: RecordWrite) -> int:
     """Items a record's write takes in a transaction: itself and its index items."""
     timer_moved = write.timer != write.old_timer
@@ -89,10 +96,18 @@ def write_cost(write: RecordWrite) -> int:
 
 
 def plan_chunks(writes: Sequence[RecordWrite], outputs: Sequence[Output]) -> list[Chunk]:
-    """Split a commit into transactions; each output travels with the record that owns it."""
+    """Split a commit into transactions; each output travels with the record that owns it.
+
+    A commit of more than one transaction is not atomic: one may go through and a later one conflict. The
+    records that own commands (a job, an incident: the decision's driver) go last, so when any transaction
+    conflicts their change, and the commands, are not committed yet and the decision is made again; the
+    records before them (a placement's node holds) are written again the same way, or as decided anew.
+    """
+    drivers = {o.owner for o in outputs if o.kind == "order"}
+    ordered = [w for w in writes if w.key not in drivers] + [w for w in writes if w.key in drivers]
     chunks = [Chunk()]
     used = 0
-    for write in writes:
+    for write in ordered:
         cost = write_cost(write)
         if used + cost > CHUNK_ITEMS and chunks[-1].writes:
             chunks.append(Chunk())
@@ -154,6 +169,8 @@ class InMemoryRecoveryStore:
         self.items: dict[tuple[str, str], Item] = {}
         self.before_commit: Callable[[], None] | None = None
         self.commits = 0
+        self.conflicts = 0  # StateConflicts raised (tests assert that concurrency was exercised)
+        self._wall = wall
         self._seq = _Sequence(wall)
 
     def load(self, keys: Collection[RecordKey]) -> Loaded:
@@ -181,6 +198,7 @@ class InMemoryRecoveryStore:
             conflicts = [w.key for w in chunk.writes if int(self.items.get(item_key(w.key), {}).get("rev", 0))
                          != w.expected_rev]
             if conflicts:
+                self.conflicts += 1
                 raise StateConflict(conflicts)
             for write in chunk.writes:
                 self._write(write)
@@ -193,7 +211,7 @@ class InMemoryRecoveryStore:
 
     def _write(self, write: RecordWrite) -> None:
         self.items[item_key(write.key)] = {"body": copy.deepcopy(write.body), "rev": write.expected_rev + 1,
-                                           "expires_at": write.expires_at}
+                                           "expires_at": expiry(write, self._wall())}
         if write.old_timer is not None:
             self.items.pop(("timer", timer_sort_key(write.key, write.old_timer)), None)
         if write.timer is not None:
@@ -315,8 +333,7 @@ class DynamoRecoveryStore:
         pk, sk = item_key(write.key)
         item: dict[str, Any] = {"pk": {"S": pk}, "sk": {"S": sk}, "body": {"S": json.dumps(write.body,
                                 separators=(",", ":"), sort_keys=True)}, "rev": {"N": str(write.expected_rev + 1)}}
-        expires = write.expires_at or (int(self._wall()) + TOMBSTONE_DAYS * 86_400 if write.body.get("tombstone")
-                                       else None)
+        expires = expiry(write, self._wall())
         if expires:
             item["expires_at"] = {"N": str(expires)}
         put: dict[str, Any] = {"TableName": self._table, "Item": item}

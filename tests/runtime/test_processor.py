@@ -10,7 +10,7 @@ from amazon_kclpy import messages
 from amazon_kclpy.checkpoint_error import CheckpointError
 
 from consumers.core.errors import TransientError
-from consumers.core.ports import StreamRecord
+from consumers.core.ports import BatchContext, StreamRecord
 from consumers.runtime.processor import FatalProcessorError, RetryPolicy, ShardProcessor
 
 
@@ -36,9 +36,9 @@ class Checkpointer:
         self.positions.append(sequence_number)
 
 
-def batch(*seqs: str) -> messages.ProcessRecordsInput:
+def batch(*seqs: str, behind: int = 0) -> messages.ProcessRecordsInput:
     return messages.ProcessRecordsInput({
-        "action": "processRecords", "millisBehindLatest": 0,
+        "action": "processRecords", "millisBehindLatest": behind,
         "records": [messages.Record({"action": "record", "sequenceNumber": s, "subSequenceNumber": 0,
                                      "approximateArrivalTimestamp": 1_700_000_000_000, "partitionKey": "k",
                                      "data": base64.b64encode(b"{}").decode()}) for s in seqs],
@@ -146,3 +146,55 @@ def test_kclpy_transcript_drives_the_processor() -> None:
     assert handler.batches == [["7"]]
     assert {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": None} in sent
     assert stderr.getvalue() == ""
+
+
+# --- what the recovery consumer needs from its processor ------------------------------------------------
+
+
+class RecoveryLike:
+    """A handler with the recovery consumer's optional calls: initialize, the batch's context, shard_ended."""
+
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.failures = list(failures or [])
+        self.initialized: list[str] = []
+        self.contexts: list[tuple[list[str], str, int]] = []
+        self.ended: list[str] = []
+
+    def initialize(self, shard_id: str) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.initialized.append(shard_id)
+
+    def handle_batch(self, records: Sequence[StreamRecord], context: BatchContext | None = None) -> None:
+        assert context is not None
+        self.contexts.append(([r.sequence_number for r in records], context.shard_id, context.millis_behind_latest))
+
+    def shard_ended(self, shard_id: str) -> None:
+        self.ended.append(shard_id)
+
+
+def test_a_processor_that_takes_a_shard_lets_the_handler_finish_what_the_last_owner_left() -> None:
+    # GIVEN a handler whose start-up (finishing the shard's outbox) is throttled twice
+    handler = RecoveryLike([TransientError("throttled"), TransientError("throttled")])
+    # WHEN the processor is initialized for a shard
+    processor(handler)  # type: ignore[arg-type]
+    # THEN the handler was told the shard, after the retries
+    assert handler.initialized == ["shardId-1"]
+
+
+def test_each_batch_carries_how_far_behind_the_shard_is_and_empty_batches_too() -> None:
+    # GIVEN a handler that reads the batch's context (the recovery's clock does)
+    handler, checkpointer = RecoveryLike(), Checkpointer()
+    p = processor(handler)  # type: ignore[arg-type]
+    # WHEN a batch behind the tip, then an empty one at the tip, arrive
+    batch("10", "11", behind=90_000).dispatch(checkpointer, p)
+    batch(behind=0).dispatch(checkpointer, p)
+    # THEN both reached the handler with the shard and millisBehindLatest; only the first is checkpointed
+    assert handler.contexts == [(["10", "11"], "shardId-1", 90_000), ([], "shardId-1", 0)]
+    assert checkpointer.positions == ["11"]
+
+
+def test_a_shard_that_ends_is_told_to_the_handler_before_the_last_checkpoint() -> None:
+    handler, checkpointer = RecoveryLike(), Checkpointer()
+    messages.ShardEndedInput({"action": "shardEnded"}).dispatch(checkpointer, processor(handler))  # type: ignore[arg-type]
+    assert handler.ended == ["shardId-1"] and checkpointer.positions == [None]

@@ -218,7 +218,7 @@ def _outcome(ctx: Ctx, item: OutcomeInput) -> None:
     elif outcome.step == "restart" and outcome.job_id:
         job = ctx.view.job(outcome.job_id)
         if job is not None:
-            on_rank_started(ctx, job, outcome)
+            on_rank_started(ctx, job, outcome, item.at)
             ctx.mark(("job", job.job_id))
     elif outcome.step == "replace" and not outcome.incident_id:
         node = ctx.view.node_for_instance(outcome.action.target)

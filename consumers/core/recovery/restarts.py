@@ -8,6 +8,8 @@ double-book a node, and a recovering job's idle nodes stay reserved for it.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from consumers.core.clocktext import iso, parse_iso
 from consumers.core.facts import STOPPED
 from consumers.core.recovery import fleet, notices, placement
@@ -153,7 +155,7 @@ def fleet_waiting_done(ctx: Ctx, job: Job) -> None:
         ctx.view.touch(FLEET_KEY, "plan")
 
 
-def on_rank_started(ctx: Ctx, job: Job, outcome: ActionOutcome) -> None:
+def on_rank_started(ctx: Ctx, job: Job, outcome: ActionOutcome, at: str) -> None:
     command = outcome.action
     if not isinstance(command, StartTask) or command.generation != job.plan.generation or \
             job.phase != "RESTARTING":
@@ -162,12 +164,25 @@ def on_rank_started(ctx: Ctx, job: Job, outcome: ActionOutcome) -> None:
         arn = str(outcome.detail.get("task_arn") or "")
         if arn:
             _remember_started(ctx, job, arn, command)
+        if _restart_deadline_from(job, at, ctx.config.restart_deadline):
+            ctx.changed(key(job.job_id))
     elif outcome.status == "failed":
         # The rank it was to replace stays in the table (as stopped), so the next placement has it.
         if command.restart_of:
             job.facts.ranks.put(command.restart_of, STOPPED | RECOVERY_STOP_BIT)
         job.plan.start_failed = command.target
         ctx.changed(key(job.job_id))
+
+
+def _restart_deadline_from(job: Job, started_at: str, deadline: timedelta) -> bool:
+    """The deadline counts from when the ranks were really started, not from when it was decided: a
+    consumer behind decides at the stream's time and acts at the wall clock's (minutes later)."""
+    timer = job.plan.timer
+    due = iso(parse_iso(started_at) + deadline)
+    if timer is None or timer.kind != "restart" or due <= timer.due_at:
+        return False
+    timer.due_at = due
+    return True
 
 
 def _remember_started(ctx: Ctx, job: Job, arn: str, command: StartTask) -> None:
