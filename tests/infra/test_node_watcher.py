@@ -24,7 +24,8 @@ LOG_GROUP = "/gpu-recovery/node-watcher"
 
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory, source_root: Path) -> Iterator[Synth]:
-    yield synthesize(tmp_path_factory.mktemp("cdk.out"), source_root, context={**REQUIRED_CONTEXT, "node_watcher": "true"})
+    yield synthesize(tmp_path_factory.mktemp("cdk.out"), source_root,
+                     context={**REQUIRED_CONTEXT, "node_watcher": "true"})
 
 
 def watcher_definition(synth: Synth) -> dict[str, Any]:
