@@ -457,6 +457,11 @@ def _first_keys(inputs: Sequence[Input]) -> set[RecordKey]:
                 keys.add(("incident", outcome.incident_id))
             if outcome.job_id:
                 keys.add(("job", outcome.job_id))
+            # A whole job's ranks in one round, not one round per rank (a job of more than ROUNDS ranks).
+            if outcome.step == "capture_tags":
+                keys.add(("task", outcome.action.target))
+            elif outcome.step == "restart" and outcome.detail.get("task_arn"):
+                keys.add(("task", str(outcome.detail["task_arn"])))
         elif isinstance(item, TimerInput):
             keys.add(item.record)
     return keys
