@@ -25,6 +25,7 @@ of its state. ``summarize`` turns that into the report. Definitions:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -198,6 +199,7 @@ class SimulationReport(_Out):
     settings: dict[str, Any]
     checkpoint_s: float
     ettr: float | None  # over every job, weighted by its ranks
+    headline: dict[str, Any]
     jobs: list[JobFigures]
     interruptions: dict[str, Any]
     lost_s: dict[str, Spread]
@@ -252,17 +254,18 @@ def summarize(recorder: SimulationRecorder, facts: RunFacts, end: datetime) -> S
     jobs = [_job_figures(job_id, job, interruptions, index, horizon) for job_id, job in recorder.jobs.items()]
     ranks = sum(j.ranks for j in jobs)
     hit = [i for i in interruptions if i.outcome in ("recovered", "escalated") and i.category != "planned"]
+    out_of_service = _out_of_service(index, recorder)
+    ettr = round(sum(j.ettr * j.ranks for j in jobs) / ranks, 6) if ranks else None
     return SimulationReport(
         engine=facts.engine, nodes=facts.nodes, gpus_per_node=facts.gpus_per_node, spares=facts.spares,
         days=facts.days, seed=facts.seed, fault_mix=facts.fault_mix, settings=facts.settings,
         checkpoint_s=recorder.checkpoint_s,
-        ettr=round(sum(j.ettr * j.ranks for j in jobs) / ranks, 6) if ranks else None,
-        jobs=jobs,
+        ettr=ettr, headline=_headline(interruptions, ettr, out_of_service), jobs=jobs,
         interruptions=_interruption_counts(interruptions, recorder),
         lost_s={phase: spread([getattr(i, f"{phase}_s") for i in hit if getattr(i, f"{phase}_s") is not None])
                 for phase in (*PHASES, "lost")},
         escalations=_escalations(index, recorder),
-        out_of_service=_out_of_service(index, recorder),
+        out_of_service=out_of_service,
         actions={"total": sum(recorder.actions.values()), "by_type": dict(sorted(recorder.actions.items())),
                  "failed": dict(sorted(recorder.failed_actions.items())), "twice": recorder.twice[:100],
                  "twice_count": len(recorder.twice)},
@@ -328,7 +331,7 @@ def _interruption(injected: Injected, recorder: SimulationRecorder, index: _Inde
     if up is None:
         return InterruptionFigures(**{**base, "outcome": "open", "incidents": incidents})
     milestones = _milestones(injected, index, incidents, up)
-    phases = [max(0.0, (b - a).total_seconds()) for a, b in zip(milestones, milestones[1:], strict=False)]
+    phases = [max(0.0, (b - a).total_seconds()) for a, b in itertools.pairwise(milestones)]
     return InterruptionFigures(**{
         **base, "outcome": "escalated" if escalated else "recovered", "incidents": incidents,
         "lost_s": round((up - injected.at).total_seconds(), 3),
@@ -350,7 +353,8 @@ def _notice_about(notice: dict[str, Any], job_id: str | None, incidents: list[st
 
 def _milestones(injected: Injected, index: _Index, incidents: list[str], up: datetime) -> list[datetime]:
     start = injected.at
-    changes = [at for at, state in index.job_changes.get(injected.job_id or "", []) if at >= start and state != "RUNNING"]
+    changes = [at for at, state in index.job_changes.get(injected.job_id or "", [])
+               if at >= start and state != "RUNNING"]
     opened = [index.opened[i][0] for i in incidents]
     detected = min([*changes[:1], *opened], default=up)
     verdicts = [next((at for at, s in index.node_changes.get(i, []) if s not in UNDIAGNOSED), None) for i in incidents]
@@ -374,6 +378,20 @@ def _job_figures(job_id: str, job: _Job, interruptions: list[InterruptionFigures
                       up_s=round(job.up_s, 3), lost_work_s=round(job.lost_work_s, 3),
                       interruptions=sum(1 for i in interruptions if i.job_id == job_id and i.outcome != "absorbed"),
                       up_at_end=job.up_since is not None, phase_at_end=changes[-1][1] if changes else None)
+
+
+def _headline(interruptions: list[InterruptionFigures], ettr: float | None,
+              out_of_service: dict[str, Any]) -> dict[str, Any]:
+    """The five figures to compare with Meta's: unexpected interruptions that hit a job, how many of them
+    ended without a person, how many needed one, the effective training time, and irreversible actions
+    taken for the wrong reason (a node out of service for a cause that was not its hardware)."""
+    unexpected = [i for i in interruptions if i.category != "planned" and i.outcome != "absorbed"]
+    return {"interruptions": len(unexpected),
+            "recovered_automatically": sum(1 for i in unexpected if i.outcome == "recovered"),
+            "escalated_to_humans": sum(1 for i in unexpected if i.outcome == "escalated"),
+            "open_at_end": sum(1 for i in unexpected if i.outcome == "open"),
+            "effective_training_time": ettr,
+            "wrong_irreversible_actions": out_of_service["false"]}
 
 
 def _interruption_counts(interruptions: list[InterruptionFigures], recorder: SimulationRecorder) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from consumers.adapters.actuators import AwsActuator
 from consumers.adapters.kinesis import envelope_bytes

@@ -62,7 +62,7 @@ class MemoryAws:
 
     # --- ECS -------------------------------------------------------------------------------------------
 
-    def RegisterTaskDefinition(self, family: str, **_: Any) -> dict[str, Any]:  # noqa: N802 - AWS's names
+    def RegisterTaskDefinition(self, family: str, **_: Any) -> dict[str, Any]:
         revision = self.revisions.get(family, 0) + 1
         self.revisions[family] = revision
         return {"taskDefinition": {"taskDefinitionArn": self._task_definition_arn(family, revision),
@@ -78,12 +78,12 @@ class MemoryAws:
         family, _, revision = task_definition.partition(":")
         return self._task_definition_arn(family, int(revision) if revision else self.revisions.get(family, 1))
 
-    def RegisterContainerInstance(self, instanceIdentityDocument: str, **_: Any) -> dict[str, Any]:  # noqa: N802, N803
+    def RegisterContainerInstance(self, instanceIdentityDocument: str, **_: Any) -> dict[str, Any]:
         document = json.loads(instanceIdentityDocument)
         arn = f"arn:aws:ecs:{self.region}:{self.account_id}:container-instance/{self.cluster_name}/{self._id(32)}"
         return {"containerInstance": {"containerInstanceArn": arn, "ec2InstanceId": document.get("instanceId")}}
 
-    def StartTask(self, taskDefinition: str, containerInstances: list[str], tags: Any = None,  # noqa: N802, N803
+    def StartTask(self, taskDefinition: str, containerInstances: list[str], tags: Any = None,
                   **_: Any) -> dict[str, Any]:
         instance = containerInstances[0]
         td_arn = self._resolve(taskDefinition)
@@ -96,52 +96,52 @@ class MemoryAws:
         return {"tasks": [{"taskArn": arn, "taskDefinitionArn": td_arn, "containerInstanceArn": instance}],
                 "failures": []}
 
-    def StopTask(self, task: str, **_: Any) -> dict[str, Any]:  # noqa: N802
+    def StopTask(self, task: str, **_: Any) -> dict[str, Any]:
         return {"task": {"taskArn": task, "desiredStatus": "STOPPED"}}
 
-    def UpdateContainerInstancesState(self, containerInstances: list[str], status: str,  # noqa: N802, N803
+    def UpdateContainerInstancesState(self, containerInstances: list[str], status: str,
                                       **_: Any) -> dict[str, Any]:
         return {"containerInstances": [{"containerInstanceArn": arn, "status": status} for arn in containerInstances],
                 "failures": []}
 
-    def PutAttributes(self, attributes: list[dict[str, Any]], **_: Any) -> dict[str, Any]:  # noqa: N802
+    def PutAttributes(self, attributes: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
         return {"attributes": attributes}
 
-    def ListTagsForResource(self, resourceArn: str, **_: Any) -> dict[str, Any]:  # noqa: N802, N803
+    def ListTagsForResource(self, resourceArn: str, **_: Any) -> dict[str, Any]:
         if resourceArn not in self.tags:
             raise _error("ListTagsForResource", "InvalidParameterException", "The specified task is not found.")
         return {"tags": list(self.tags[resourceArn])}
 
-    def CreateCluster(self, clusterName: str, **_: Any) -> dict[str, Any]:  # noqa: N802, N803
+    def CreateCluster(self, clusterName: str, **_: Any) -> dict[str, Any]:
         return {"cluster": {"clusterArn": f"arn:aws:ecs:{self.region}:{self.account_id}:cluster/{clusterName}"}}
 
     # --- EC2, SSM, Auto Scaling, SNS ----------------------------------------------------------------
 
-    def RunInstances(self, **_: Any) -> dict[str, Any]:  # noqa: N802
+    def RunInstances(self, **_: Any) -> dict[str, Any]:
         return {"Instances": [{"InstanceId": f"i-{self._id(17)}"}]}
 
-    def RebootInstances(self, **_: Any) -> dict[str, Any]:  # noqa: N802
+    def RebootInstances(self, **_: Any) -> dict[str, Any]:
         return {}
 
-    def SendCommand(self, **_: Any) -> dict[str, Any]:  # noqa: N802
+    def SendCommand(self, **_: Any) -> dict[str, Any]:
         return {"Command": {"CommandId": f"{self._id(8)}-0000-4000-8000-{self._id(12)}"}}
 
-    def TerminateInstanceInAutoScalingGroup(self, InstanceId: str, **_: Any) -> dict[str, Any]:  # noqa: N802, N803
+    def TerminateInstanceInAutoScalingGroup(self, InstanceId: str, **_: Any) -> dict[str, Any]:
         if not self._in_auto_scaling_group(InstanceId):
             raise _error("TerminateInstanceInAutoScalingGroup", "ValidationError",
                          f"Instance Id not found - No managed instance found for instance ID: {InstanceId}")
         return {"Activity": {"ActivityId": self._id(32), "StatusCode": "InProgress"}}
 
-    def CreateLaunchConfiguration(self, **_: Any) -> dict[str, Any]:  # noqa: N802
+    def CreateLaunchConfiguration(self, **_: Any) -> dict[str, Any]:
         return {}
 
-    def CreateAutoScalingGroup(self, **_: Any) -> dict[str, Any]:  # noqa: N802
+    def CreateAutoScalingGroup(self, **_: Any) -> dict[str, Any]:
         return {}
 
-    def AttachInstances(self, **_: Any) -> dict[str, Any]:  # noqa: N802
+    def AttachInstances(self, **_: Any) -> dict[str, Any]:
         return {}
 
-    def Publish(self, **_: Any) -> dict[str, Any]:  # noqa: N802
+    def Publish(self, **_: Any) -> dict[str, Any]:
         self.published += 1
         return {"MessageId": f"{self._id(8)}-0000-4000-8000-{self._id(12)}"}
 

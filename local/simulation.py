@@ -109,7 +109,8 @@ def scenario_for(spec: SimulationSpec) -> Scenario:
     for shape in spec.job_shapes():
         jobs.append(JobSpec(id=shape.id, nodes=[f"gpu-node-{n}" for n in range(first, first + shape.ranks)]))
         first += shape.ranks
-    return Scenario(name=f"simulate-{spec.mix.name}", title=f"{spec.mix.name} on {spec.nodes} nodes for {spec.days:g} days",
+    title = f"{spec.mix.name} on {spec.nodes} nodes for {spec.days:g} days"
+    return Scenario(name=f"simulate-{spec.mix.name}", title=title,
                     fleet=FleetSpec(nodes=spec.nodes + spec.spares, gpus=spec.gpus_per_node, auto_scaling_group=True),
                     jobs=jobs, settings={**SIMULATION_SETTINGS, **spec.settings},
                     run_for=spec.days * DAY_S + DRAIN_S)
@@ -343,7 +344,8 @@ def run_simulation(spec: SimulationSpec, settings: Settings, wiring: Wiring, *, 
                    "counts": {k: v for k, v in scaled_counts(spec.mix, spec.nodes, spec.days).items() if v}},
         settings={**SIMULATION_SETTINGS, **spec.settings},
         timing={"wall_s": round(wall_s, 3), "cpu_s": round(cpu_s, 3), "steps": steps,
-                "wall_s_per_interruption": round(wall_s / injected, 4), "cpu_s_per_interruption": round(cpu_s / injected, 4),
+                "wall_s_per_interruption": round(wall_s / injected, 4),
+                "cpu_s_per_interruption": round(cpu_s / injected, 4),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
     return Simulation(summarize(recorder, facts, end), recorder, trace)
 
