@@ -444,3 +444,45 @@ def _state(recorder: SimulationRecorder) -> dict[str, Any]:
     growth = round(last[1] / week[1], 4) if week and last and week[1] and last[0] > week[0] else None
     return {"bytes": last[1] if last else None, "records": last[2] if last else None,
             "growth_over_day_7": growth, "by_day": by_day}
+
+
+# --- the report, as people read it ---------------------------------------------------------------------
+
+
+def report_lines(report: SimulationReport) -> list[str]:
+    """The report as plain lines: the headline first, then where the time went and what recovery did."""
+    head, mix = report.headline, report.fault_mix
+    ettr = head["effective_training_time"]
+    lines = [
+        f"{mix.get('name')} on {report.nodes} nodes x {report.gpus_per_node} GPUs (+{report.spares} spares), "
+        f"{report.days:g} days, seed {report.seed}, engine {report.engine}",
+        f"  interruptions (unexpected, hit a job)  {head['interruptions']}",
+        f"  recovered automatically                {head['recovered_automatically']}",
+        f"  escalated to humans                    {head['escalated_to_humans']}",
+        f"  still open at the end                  {head['open_at_end']}",
+        f"  effective training time                {'-' if ettr is None else f'{ettr:.2%}'}",
+        f"  wrong irreversible actions             {head['wrong_irreversible_actions']}",
+        f"  injected {report.interruptions['injected']} ({report.interruptions['planned']} planned), "
+        f"by outcome {report.interruptions['by_outcome']}",
+        "time lost per interruption (s):      count    mean     p50     p90     max",
+    ]
+    for phase, values in report.lost_s.items():
+        lines.append(f"  {phase:32s} {values.count:6d} {_num(values.mean)} {_num(values.p50)} "
+                     f"{_num(values.p90)} {_num(values.max)}")
+    oos = report.out_of_service
+    lines += [
+        f"nodes out of service: {oos['nodes']} ({oos['false']} for a cause that was not their hardware)",
+        f"escalations: {report.escalations['count']} {report.escalations['by_kind']}; "
+        f"people: {report.escalations['person_actions']}",
+        f"actions: {report.actions['total']} {report.actions['by_type']}; "
+        f"same key twice: {report.actions['twice_count']}",
+        f"recovery state: {report.state['bytes']} bytes in {report.state['records']} records "
+        f"(day 7 -> end: x{report.state['growth_over_day_7']})",
+        f"run: {report.timing.get('wall_s')} s wall, {report.timing.get('steps')} steps, "
+        f"peak RSS {report.timing.get('peak_rss_mb')} MiB",
+    ]
+    return lines
+
+
+def _num(value: float | None) -> str:
+    return f"{'-':>7s}" if value is None else f"{value:7.0f}"
