@@ -122,21 +122,20 @@ class ProgressBar:
         self.stream = stream
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.started = time.monotonic()
-        self._shown = -1
+        self._shown: tuple[int, int] = (-1, 0)
 
     def update(self, done_s: float, injected: int) -> None:
         share = min(1.0, done_s / self.total_s)
         step = int(share * (1000 if self.tty else 10))
-        if step == self._shown:
+        if step == self._shown[0] and (injected == self._shown[1] or step < (1000 if self.tty else 10)):
             return
-        self._shown = step
+        self._shown = (step, injected)
         filled = int(share * self.WIDTH)
         line = (f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] day {done_s / 86_400:.1f}/"
                 f"{self.total_s / 86_400:g}, {injected} interruptions, {time.monotonic() - self.started:.0f} s")
         print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", file=self.stream, flush=True)
 
     def done(self, injected: int) -> None:
-        self._shown = -1
-        self.update(self.total_s, injected)
+        self.update(self.total_s, injected)  # the last line, unless it was shown with this count
         if self.tty:
             print(file=self.stream, flush=True)
