@@ -77,6 +77,7 @@ class SimulationSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     checkpoint_s: float = 0.0
     human_response_s: float = 1800.0
+    repair_s: float = 86_400.0  # a person replaces a quarantined node this long after (0: never)
     include_planned: bool = True
 
     def job_shapes(self) -> tuple[JobShape, ...]:
@@ -140,6 +141,8 @@ class FleetDriver:
         self._jobs = {shape.id: shape for shape in spec.job_shapes()}
         self._launch: dict[str, tuple[str, list[dict[str, str]], int]] = {}
         self._relaunching: set[str] = set()
+        self._repairing: set[str] = set()
+        self._waiting: set[str] = set()
         self._last_forget = self.started
 
     def start(self) -> None:
@@ -178,6 +181,12 @@ class FleetDriver:
             self.recorder.person_actions["relaunch a failed job"] += 1
             self.fleet.at(self.spec.human_response_s, functools.partial(self._relaunch, str(data["job_id"])),
                           "a person relaunches the job")
+        elif envelope.type == "NodeStateChanged" and data.get("state") == "QUARANTINED" and self.spec.repair_s > 0 \
+                and data.get("node_arn") not in self._repairing:
+            # A person takes the node's ticket: the instance goes back to the provider, a new one comes.
+            self._repairing.add(str(data["node_arn"]))
+            self.fleet.at(self.spec.repair_s, functools.partial(self._replace_quarantined, str(data["node_arn"])),
+                          "a person replaces a quarantined node")
 
     # --- interruptions ----------------------------------------------------------------------------------
 
@@ -218,6 +227,16 @@ class FleetDriver:
             fleet.user_stop(job)
             fleet.at(looks.downtime_s, functools.partial(self._relaunch, job), "the owner relaunches the job")
 
+    def _replace_quarantined(self, node_arn: str) -> None:
+        node = self.fleet.nodes.get(node_arn)
+        self._repairing.discard(node_arn)
+        if node is None or node.status == "INACTIVE" or \
+                node.attributes.get("gpu-recovery.state", "HEALTHY") != "QUARANTINED":
+            return  # released or gone meanwhile
+        self.recorder.person_actions["replace a quarantined node"] += 1
+        self.fleet.instance_stops(node, "terminated")
+        self.fleet.at(300, lambda: self._replacement(len(node.gpu_ids)), "a replacement node joins")
+
     def _replacement(self, gpus: int) -> None:
         for node in self.fleet.add_nodes(1, gpus=gpus, prefix="gpu-replacement"):
             self.recorder.node_name(node.arn, node.name)
@@ -235,9 +254,12 @@ class FleetDriver:
         task_definition, tags, gpus = self._launch[job_id]
         nodes = self._free_nodes(gpus)[:self._jobs[job_id].ranks]
         if len(nodes) < self._jobs[job_id].ranks:
-            self.recorder.person_actions["wait for capacity to relaunch"] += 1
+            if job_id not in self._waiting:  # counted once per relaunch, however long the wait
+                self.recorder.person_actions["wait for capacity to relaunch"] += 1
+                self._waiting.add(job_id)
             fleet.at(600, functools.partial(self._relaunch, job_id), "a person waits for capacity")
             return
+        self._waiting.discard(job_id)
         tasks = fleet.start_tasks(task_definition, nodes, group=job_id, started_by="trainer-launcher", tags=tags,
                                   gpus=gpus, overrides_for=_rank_overrides(len(nodes)))
         fleet.emit([fleet.advance_task(t, "PROVISIONING") for t in tasks])

@@ -46,6 +46,8 @@ def register(subparsers: Any) -> None:
                         "embedded: the whole pipeline on the embedded AWS (moto; small fleets)")
     parser.add_argument("--checkpoint-every", type=number(0), default=0.0, metavar="SECONDS",
                         help="count the work since the last checkpoint as lost at each interruption (0: not)")
+    parser.add_argument("--repair-hours", type=number(0, 24 * MAX_DAYS), default=24.0, metavar="H",
+                        help="a person replaces a quarantined node H hours after (0: never; default 24)")
     parser.add_argument("--no-planned", action="store_true", help="leave the mix's planned interruptions out")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--html", metavar="PATH", help="also write a self-contained HTML page with charts")
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         nodes=args.nodes, days=args.days, mix=mix, seed=args.seed, gpus_per_node=args.gpus_per_node,
         spares=args.spares, jobs=parse_jobs(args.jobs, args.nodes), engine=args.engine,
         settings=overrides, checkpoint_s=args.checkpoint_every,
-        include_planned=not args.no_planned)
+        include_planned=not args.no_planned, repair_s=args.repair_hours * 3600)
     from gpu_recovery import wiring
 
     bar = ProgressBar(spec.days * 86_400.0, sys.stderr)
