@@ -14,7 +14,9 @@ of its state. ``summarize`` turns that into the report. Definitions:
   opens); *diagnose* until the last of its incidents has a verdict (its node leaves SUSPECT/CHECKING);
   *repair* until the last of them is repaired (the node is HEALTHY, QUARANTINED, REPLACED or
   MISCONFIGURED); *restart* until the job is up. Without an incident, diagnose and repair are zero.
-* An **escalation** is a notification a person must act on (severity ``page`` or ``action_needed``).
+* An **escalation** is a notification a person must act on (severity ``page`` or ``action_needed``). An
+  interruption is *escalated* when one about its job or incidents was sent before the job ran again, other
+  than a node's repair ticket (``node_quarantined``, ``node_misconfigured``: the job was restarted elsewhere).
 * A node **out of service** went QUARANTINED, REPLACED or MISCONFIGURED; it is a **false** out of service
   when the last cause injected on it (before then) was not a hardware one, or none was.
 * An **action** is a changing AWS call recovery made; one idempotency key acting twice is listed.
@@ -40,6 +42,8 @@ OUT_OF_SERVICE = frozenset({"QUARANTINED", "REPLACED", "MISCONFIGURED"})
 REPAIRED = OUT_OF_SERVICE | {"HEALTHY"}
 UNDIAGNOSED = frozenset({"SUSPECT", "CHECKING"})
 ESCALATING = frozenset({"page", "action_needed"})
+# A ticket to repair a node a person must act on, but not for the job: recovery restarted it elsewhere.
+NODE_TICKETS = frozenset({"node_quarantined", "node_misconfigured"})
 PHASES = ("detect", "diagnose", "repair", "restart")
 KEPT_TYPES = frozenset({"JobStateChanged", "IncidentOpened", "IncidentClosed", "NodeStateChanged",
                         "NotificationSent"})
@@ -327,7 +331,8 @@ def _interruption(injected: Injected, recorder: SimulationRecorder, index: _Inde
     incidents = [iid for at, iid in index.opened_by_job.get(injected.job_id or "", [])
                  if injected.at <= at and (up is None or at <= up)]
     escalated = any(_notice_about(n, injected.job_id, incidents) for at, n in index.notices
-                    if n.get("severity") in ESCALATING and injected.at <= at and (up is None or at <= up))
+                    if n.get("severity") in ESCALATING and n.get("kind") not in NODE_TICKETS
+                    and injected.at <= at and (up is None or at <= up))
     if up is None:
         return InterruptionFigures(**{**base, "outcome": "open", "incidents": incidents})
     milestones = _milestones(injected, index, incidents, up)
@@ -391,7 +396,8 @@ def _headline(interruptions: list[InterruptionFigures], ettr: float | None,
             "escalated_to_humans": sum(1 for i in unexpected if i.outcome == "escalated"),
             "open_at_end": sum(1 for i in unexpected if i.outcome == "open"),
             "effective_training_time": ettr,
-            "wrong_irreversible_actions": out_of_service["false"]}
+            "wrong_irreversible_actions": out_of_service["false"],
+            "node_repair_tickets": out_of_service["nodes"]}
 
 
 def _interruption_counts(interruptions: list[InterruptionFigures], recorder: SimulationRecorder) -> dict[str, Any]:

@@ -34,6 +34,8 @@ def a_day_with_two_interruptions() -> SimulationRecorder:
     rec.ours(at(3660), "NodeStateChanged", {"node_arn": N1, "state": "CHECKING", "incident_id": "i1"})
     rec.ours(at(3900), "NodeStateChanged", {"node_arn": N1, "state": "QUARANTINED", "incident_id": "i1"})
     rec.ours(at(3900), "IncidentClosed", {"incident_id": "i1", "outcome": "quarantined"})
+    rec.ours(at(3900), "NotificationSent", {"kind": "node_quarantined", "severity": "action_needed",
+                                            "message": {"incident_ids": ["i1"]}})  # a ticket, not for the job
     rec.task(at(4200), "j", "t3", "RUNNING")
     rec.ours(at(4200), "JobStateChanged", {"job_id": "j", "state": "RUNNING"})
     rec.inject(Injected(1, at(7200), "software bug", "software", False, "NCCL timeout", N2, "n2", "j"))
@@ -49,7 +51,7 @@ def test_the_headline_counts_what_happened() -> None:
     # up 0-3,610 s, 4,200-7,205 s and 8,400-86,400 s: 84,615 s of 86,400
     assert report.headline == {"interruptions": 2, "recovered_automatically": 1, "escalated_to_humans": 1,
                                "open_at_end": 0, "effective_training_time": round(84_615 / 86_400, 6),
-                               "wrong_irreversible_actions": 1}
+                               "wrong_irreversible_actions": 1, "node_repair_tickets": 2}
     assert report.out_of_service["false_nodes"][0]["node"] == "n2"
 
 
