@@ -472,7 +472,8 @@ def report_lines(report: SimulationReport) -> list[str]:
         f"by outcome {report.interruptions['by_outcome']}",
         "time lost per interruption (s):      count    mean     p50     p90     max",
     ]
-    for phase, values in report.lost_s.items():
+    for phase in (*PHASES, "lost"):
+        values = report.lost_s[phase]
         lines.append(f"  {phase:32s} {values.count:6d} {_num(values.mean)} {_num(values.p50)} "
                      f"{_num(values.p90)} {_num(values.max)}")
     oos = report.out_of_service
