@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from consumers.adapters.actuators import AwsActuator
 from consumers.adapters.kinesis import envelope_bytes
@@ -162,11 +162,12 @@ class CoreRun:
         self.aws.client("ecs").register_task_definition(family=settings.health_check_task)
         self.writer = _Recorded(self.observers)
         config = self._wiring.policy_config(settings)
+        # Passes the real actuator's results through; typed loosely as ScenarioRun's wrap_actuator takes it.
+        actuator: Any = RecordingActuator(AwsActuator(self.aws.recording(), cluster=settings.cluster_name,
+                                                      topic_arn=self._wiring.topic_arn(settings),
+                                                      check_key=self.store.check_key()), self.calls)
         self.recovery = RecoveryConsumer(
-            replace(config, secret_key=self.store.check_key()), self.store, self.writer,
-            RecordingActuator(AwsActuator(self.aws.recording(), cluster=settings.cluster_name,
-                                          topic_arn=self._wiring.topic_arn(settings),
-                                          check_key=self.store.check_key()), self.calls),
+            replace(config, secret_key=self.store.check_key()), self.store, self.writer, actuator,
             InMemoryLedger(), InMemoryParkingLot(), clock=self.clock.now, owner="local", dry_run=settings.dry_run)
 
     # --- the run -----------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ LLAMA3_SOURCE = ("Meta, The Llama 3 Herd of Models (2024), section 3.3.4 and Tab
 
 def _fault(xids: tuple[int, ...] = (), *, dcgm: str = "fail", after: str = "pass", evidence: bool = True,
            weight: float = 1.0) -> LooksLike:
-    return LooksLike(kind="fault", xids=xids, dcgm=dcgm, after_reboot=after, evidence=evidence,  # type: ignore[arg-type]
+    return LooksLike(kind="fault", xids=xids, dcgm=dcgm, after_reboot=after, evidence=evidence,
                      weight=weight)
 
 
@@ -249,7 +249,7 @@ def mix_from_report(report: dict[str, Any], *, nodes: int | None, name: str = "r
     for incident in incidents:
         key = _looks_of_incident(incident)
         counts[key] = counts.get(key, 0) + 1
-    causes = tuple(Cause(name=label, count=count, category=category, hardware=hardware,  # type: ignore[arg-type]
+    causes = tuple(Cause(name=label, count=count, category=category, hardware=hardware,
                          looks_like=(look,))
                    for (label, look, category, hardware), count in sorted(counts.items(), key=lambda kv: kv[0][0]))
     return FaultMix(name=name, source=f"gpu-recovery report --json ({len(incidents)} incidents)", nodes=nodes,
