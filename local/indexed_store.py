@@ -125,6 +125,9 @@ class IndexedRecoveryStore:
     def drop_position(self, shard: str) -> None:
         self._positions.pop(shard, None)
 
+    def positioned_shards(self) -> list[str]:
+        return sorted(self._positions)
+
     def clock(self) -> str | None:
         return min(self._positions.values()) if self._positions else None
 
