@@ -484,11 +484,15 @@ def report_lines(report: SimulationReport) -> list[str]:
         f"actions: {report.actions['total']} {report.actions['by_type']}; "
         f"same key twice: {report.actions['twice_count']}",
         f"recovery state: {report.state['bytes']} bytes in {report.state['records']} records "
-        f"(day 7 -> end: x{report.state['growth_over_day_7']})",
+        f"(day 7 -> end: {_growth(report.state['growth_over_day_7'])})",
         f"run: {report.timing.get('wall_s')} s wall, {report.timing.get('steps')} steps, "
         f"peak RSS {report.timing.get('peak_rss_mb')} MiB",
     ]
     return lines
+
+
+def _growth(value: float | None) -> str:
+    return "- (under 7 days)" if value is None else f"x{value}"
 
 
 def _num(value: float | None) -> str:
