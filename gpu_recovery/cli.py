@@ -11,7 +11,7 @@ from gpu_recovery.commands.common import CliParser, log_level, user_error
 
 # Each entry is a module in gpu_recovery/commands with register(subparsers) and a run(args) handler.
 COMMANDS = ("demo", "schema", "healthcheck", "replay", "audit", "consume", "local_stack", "tail", "report",
-            "notify", "parked", "node", "job")
+            "notify", "parked", "node", "job", "simulate")
 
 
 def build_parser() -> argparse.ArgumentParser:

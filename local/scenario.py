@@ -87,7 +87,7 @@ class JobSpec(_Spec):
 
 
 class FleetSpec(_Spec):
-    nodes: int = Field(5, ge=1, le=512)
+    nodes: int = Field(5, ge=1, le=4096)
     gpus: int = Field(8, ge=1, le=16)
     external: list[str] = Field(default_factory=list, description="node names that are ECS Anywhere nodes")
     auto_scaling_group: bool = Field(False, description="the EC2 nodes belong to one Auto Scaling group")

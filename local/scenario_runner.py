@@ -172,6 +172,12 @@ class ScenarioRun:
         self.consumer_restarts = 0
         self._seen_events: set[str] = set()
         self._job_nodes: dict[str, set[str]] = {}
+        # For callers that drive a long run (``gpu-recovery simulate``): called once the jobs run, at each
+        # step of the virtual clock, and with each event recovery records; and how many steps a run may take.
+        self.on_ready: Callable[[ScenarioRun], None] | None = None
+        self.on_step: Callable[[datetime], None] | None = None
+        self.observers: list[Callable[[Envelope], None]] = []
+        self.max_steps = MAX_STEPS
 
     # --- set-up -----------------------------------------------------------------------------------
 
@@ -239,6 +245,8 @@ class ScenarioRun:
             fleet.at(fault.at, functools.partial(self._inject, fault), f"fault on {fault.node}")
         for event in self.scenario.events:
             fleet.at(event.at, functools.partial(self._scripted, event), event.type)
+        if self.on_ready is not None:
+            self.on_ready(self)
         self._loop()
         return self._result(time.monotonic() - started)
 
@@ -299,16 +307,18 @@ class ScenarioRun:
 
     def _loop(self) -> None:
         end = self.started_virtual.timestamp() + self.scenario.run_for
-        for _ in range(MAX_STEPS):
+        for _ in range(self.max_steps):
             if self._pump():
                 continue
             upcoming = [t for t in (self.fleet.next_due(), self.recovery.next_deadline()) if t is not None]
             if not upcoming or min(upcoming).timestamp() > end:
                 return
             self.clock.advance_to(min(upcoming))
+            if self.on_step is not None:
+                self.on_step(self.clock.now())
             self.fleet.run_due()
             self._guard(self.recovery.on_idle)
-        raise RuntimeError(f"scenario {self.scenario.name} did not settle in {MAX_STEPS} steps")
+        raise RuntimeError(f"scenario {self.scenario.name} did not settle in {self.max_steps} steps")
 
     def _pump(self) -> int:
         moved = self.projector_reader.poll()
@@ -343,6 +353,8 @@ class ScenarioRun:
         if envelope.event_id in self._seen_events:
             return
         self._seen_events.add(envelope.event_id)
+        for observe in self.observers:
+            observe(envelope)
         data, kind = envelope.data, envelope.type
         if kind == "NodeStateChanged":
             self._track_repair(data["node_arn"], data["state"])

@@ -191,6 +191,18 @@ TABLE: dict[str, Bad] = {
     "job cancel unknown option": bad("job", "cancel", "job:llama-70b", "--force"),
     "job cancel bad region": bad("job", "cancel", "job:llama-70b", "--region", "moon-1",
                                  "--endpoint-url", "{unreachable}"),
+    # --- simulate ------------------------------------------------------------------------------
+    "simulate no nodes": bad("simulate", "--nodes", "0"),
+    "simulate too many nodes": bad("simulate", "--nodes", "100000"),
+    "simulate days not a number": bad("simulate", "--days", "a week"),
+    "simulate bad jobs": bad("simulate", "--nodes", "8", "--jobs", "two"),
+    "simulate jobs bigger than the fleet": bad("simulate", "--nodes", "8", "--jobs", "2x8"),
+    "simulate unknown mix": bad("simulate", "--nodes", "8", "--fault-mix", "llama4"),
+    "simulate mix not a mix": bad("simulate", "--nodes", "8", "--fault-mix", "{wrong_yaml}"),
+    "simulate mix bad yaml": bad("simulate", "--nodes", "8", "--fault-mix", "{bad_yaml}"),
+    "simulate unknown engine": bad("simulate", "--engine", "gpu"),
+    "simulate settings not a mapping": bad("simulate", "--nodes", "8", "--settings", "{file}"),
+    "simulate settings missing": bad("simulate", "--nodes", "8", "--settings", "{tmp}/none.yaml"),
 }
 
 
