@@ -1,0 +1,115 @@
+"""A job's ranks as its ``ecs_job`` item keeps them: one short string per rank of the current generation.
+
+A 2,048-rank job kept as one map entry per rank of every generation (node, stop code, exit code, task
+definition, ... ~540 bytes a rank) passes DynamoDB's 400 KB item limit at its first generation. The job item
+keeps only what the job's state needs of a rank, about 42 bytes: its version (last-writer-wins), its stage
+and flags (failed, ``UserInitiated``, stopped by recovery), when it was created (which generation) and its
+newest event's time. Everything else about a rank is in its ``ecs_task`` item.
+
+The key is the task id (the ARN's last part; a job's ranks are in one cluster): 32 hex digits are written as
+22 base64url characters, any other id as ``=`` and the id, an ARN without the cluster's prefix as the ARN.
+Times are kept to the millisecond, as ECS gives them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from consumers.core.clocktext import iso, parse_iso
+
+FAILED, USER_INITIATED, RECOVERY_STOP = 1, 2, 4
+RAW_ID = "="
+
+
+@dataclass(frozen=True)
+class Rank:
+    """What the job's state needs of one rank."""
+
+    version: int
+    stage: int
+    failed: bool
+    user_initiated: bool  # its stop code is UserInitiated (a user's stop, unless it was recovery's)
+    recovery_stop: bool
+    created_ms: int
+    at_ms: int
+
+    @property
+    def at(self) -> str:
+        return iso_of_ms(self.at_ms)
+
+    @property
+    def created_at(self) -> str:
+        return iso_of_ms(self.created_ms)
+
+
+def encode(rank: Rank) -> str:
+    flags = FAILED * rank.failed | USER_INITIATED * rank.user_initiated | RECOVERY_STOP * rank.recovery_stop
+    return (f"{_b36(rank.version)}.{rank.stage}{flags}.{_b36(rank.created_ms)}."
+            f"{_b36(rank.at_ms - rank.created_ms)}")
+
+
+@lru_cache(maxsize=16384)  # a job derives its state over every rank at each rank's event: mostly the same strings
+def decode(value: str) -> Rank:
+    version, code, created, offset = value.split(".")
+    flags = int(code[1:])
+    created_ms = int(created, 36)
+    return Rank(version=int(version, 36), stage=int(code[0]), failed=bool(flags & FAILED),
+                user_initiated=bool(flags & USER_INITIATED), recovery_stop=bool(flags & RECOVERY_STOP),
+                created_ms=created_ms, at_ms=created_ms + int(offset, 36))
+
+
+def rank_key(task_arn: str, cluster_arn: str | None) -> str:
+    prefix = task_prefix(cluster_arn)
+    if prefix is None or not task_arn.startswith(prefix) or "/" in task_arn[len(prefix):]:
+        return task_arn
+    task_id = task_arn[len(prefix):]
+    if len(task_id) == 32:
+        try:
+            return base64.urlsafe_b64encode(bytes.fromhex(task_id)).decode().rstrip("=")
+        except ValueError:
+            pass  # not hex: kept as it is
+    return RAW_ID + task_id
+
+
+def task_arn_of(key: str, cluster_arn: str | None) -> str:
+    if ":" in key:
+        return key
+    prefix = task_prefix(cluster_arn) or ""
+    if key.startswith(RAW_ID):
+        return prefix + key[len(RAW_ID):]
+    try:
+        return prefix + base64.urlsafe_b64decode(key + "==").hex()
+    except (binascii.Error, ValueError):
+        return prefix + key
+
+
+def task_prefix(cluster_arn: str | None) -> str | None:
+    """``arn:aws:ecs:R:A:cluster/NAME`` -> ``arn:aws:ecs:R:A:task/NAME/`` (ECS's task ARN format)."""
+    if not cluster_arn or ":cluster/" not in cluster_arn:
+        return None
+    return cluster_arn.replace(":cluster/", ":task/", 1) + "/"
+
+
+def ms_of_iso(text: str) -> int:
+    moment = parse_iso(text)
+    return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+
+
+@lru_cache(maxsize=4096)
+def iso_of_ms(ms: int) -> str:
+    return iso(datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000))
+
+
+def _b36(number: int) -> str:
+    if number < 0:
+        return "-" + _b36(-number)
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+        if number == 0:
+            return digits
