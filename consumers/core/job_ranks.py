@@ -2,7 +2,7 @@
 
 A 2,048-rank job kept as one map entry per rank of every generation (node, stop code, exit code, task
 definition, ... ~540 bytes a rank) passes DynamoDB's 400 KB item limit at its first generation. The job item
-keeps only what the job's state needs of a rank, about 42 bytes: its version (last-writer-wins), its stage
+keeps only what the job's state needs of a rank, about 43 bytes: its version (last-writer-wins), its stage
 and flags (failed, ``UserInitiated``, stopped by recovery), when it was created (which generation) and its
 newest event's time. Everything else about a rank is in its ``ecs_task`` item.
 
@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 
 from consumers.core.clocktext import iso, parse_iso
 
 FAILED, USER_INITIATED, RECOVERY_STOP = 1, 2, 4
 RAW_ID = "="
+CODE_WIDTH = 2  # the stage (0-7) and the flags (0-7)
+AT_WIDTH = 9  # milliseconds since 1970 in base 36: nine digits last until the year 5138
 
 
 @dataclass(frozen=True)
@@ -47,19 +51,35 @@ class Rank:
 
 
 def encode(rank: Rank) -> str:
+    """``<stage><flags><newest event, 9 base-36 digits of ms>.<ms since created>.<version>``: the first two
+    characters are the rank's view and the next nine sort as its time, so a job's summary is a count of
+    prefixes and a max of slices (C loops, not one Python call per rank at each of its 2,048 ranks' events)."""
     flags = FAILED * rank.failed | USER_INITIATED * rank.user_initiated | RECOVERY_STOP * rank.recovery_stop
-    return (f"{_b36(rank.version)}.{rank.stage}{flags}.{_b36(rank.created_ms)}."
-            f"{_b36(rank.at_ms - rank.created_ms)}")
+    return f"{rank.stage}{flags}{_b36(rank.at_ms).rjust(AT_WIDTH, '0')}.{_b36(rank.at_ms - rank.created_ms)}." \
+           f"{_b36(rank.version)}"
 
 
-@lru_cache(maxsize=16384)  # a job derives its state over every rank at each rank's event: mostly the same strings
+@lru_cache(maxsize=16384)
 def decode(value: str) -> Rank:
-    version, code, created, offset = value.split(".")
-    flags = int(code[1:])
-    created_ms = int(created, 36)
-    return Rank(version=int(version, 36), stage=int(code[0]), failed=bool(flags & FAILED),
+    offset, version = value[CODE_WIDTH + AT_WIDTH + 1:].split(".")
+    flags = int(value[1])
+    at_ms = int(value[CODE_WIDTH:CODE_WIDTH + AT_WIDTH], 36)
+    return Rank(version=int(version, 36), stage=int(value[0]), failed=bool(flags & FAILED),
                 user_initiated=bool(flags & USER_INITIATED), recovery_stop=bool(flags & RECOVERY_STOP),
-                created_ms=created_ms, at_ms=created_ms + int(offset, 36))
+                created_ms=at_ms - int(offset, 36), at_ms=at_ms)
+
+
+# C-level slicers: a job's summary reads them over each of its ranks at every rank's event.
+view_code: Callable[[str], str] = itemgetter(slice(0, CODE_WIDTH))
+at_text: Callable[[str], str] = itemgetter(slice(CODE_WIDTH, CODE_WIDTH + AT_WIDTH))  # sorts as the time does
+
+
+def code_failed(code: str) -> bool:
+    return bool(int(code[1]) & FAILED)
+
+
+def ms_of_at_text(text: str) -> int:
+    return int(text, 36)
 
 
 def rank_key(task_arn: str, cluster_arn: str | None) -> str:

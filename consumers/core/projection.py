@@ -13,6 +13,7 @@ The ECS rules (which job a task belongs to, GPU task, failure, lifecycle) are th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -34,7 +35,20 @@ from consumers.core.facts import (
     stage,
     stopped_by_recovery,
 )
-from consumers.core.job_ranks import Rank, decode, encode, iso_of_ms, ms_of_iso, rank_key, task_arn_of
+from consumers.core.job_ranks import (
+    AT_WIDTH,
+    Rank,
+    at_text,
+    code_failed,
+    decode,
+    encode,
+    iso_of_ms,
+    ms_of_at_text,
+    ms_of_iso,
+    rank_key,
+    task_arn_of,
+    view_code,
+)
 from events_schema.aws import (
     Container,
     ContainerInstanceHealthChange,
@@ -307,7 +321,7 @@ def _leave_job(state: ProjectionState, job_id: str, task: Item, config: Projecti
     if job is None or name not in job["ranks"]:
         return
     ranks = {other: value for other, value in job["ranks"].items() if other != name}
-    left = _derive_job({**job, "ranks": ranks}, config)
+    left = _derive_job(_summarized({**job, "ranks": ranks}), config)
     if not ranks and left.get("recovery") is None and task.get("updated_at"):
         left["expires_at"] = _expiry(task["updated_at"], config)  # every task left it: it goes after the TTL
     state.put(key, left)
@@ -323,9 +337,9 @@ def _apply_task_to_job(state: ProjectionState, task: Item, config: ProjectionCon
         name = rank_key(task["task_arn"], task.get("cluster_arn"))
         known = decode(job["ranks"][name]) if name in job["ranks"] else None
         if known is None or known.version < rank.version:
-            job["ranks"] = {**job["ranks"], name: encode(rank)}
+            job = _with_rank(job, name, encode(rank))
         elif known.version == rank.version and rank.recovery_stop and not known.recovery_stop:
-            job["ranks"] = {**job["ranks"], name: encode(replace(known, recovery_stop=True))}  # a set-once flag
+            job = _with_rank(job, name, encode(replace(known, recovery_stop=True)))  # a set-once flag
     if job != base:
         state.put(key, _derive_job(job, config))
 
@@ -372,48 +386,82 @@ class _Ranks:
     at: str  # the newest rank event's time
     last_failure_at: str
     running: int
-    failed: list[str]  # their keys
+    failed: int
 
 
 @lru_cache(maxsize=256)
-def _view(rank_stage: int, failed: bool, user_initiated: bool, ours: bool) -> RankView:
-    # A handful of distinct views: shared, since a 2,048-rank job derives its state at every rank's event.
-    return RankView(stage=rank_stage, failed=failed, user_stop=user_initiated and not ours, recovery_stop=ours)
+def _view(code: str) -> RankView:
+    rank = decode(code + "0" * AT_WIDTH + ".0.0")  # only the view's two characters count
+    return RankView(stage=rank.stage, failed=rank.failed, user_stop=rank.user_initiated and not rank.recovery_stop,
+                    recovery_stop=rank.recovery_stop)
 
 
-def _ranks(ranks: dict[str, str]) -> _Ranks:
-    """One loop over a generation's ranks (the fold runs this at every task event); its state is
-    ``facts.lifecycle``'s."""
-    at_ms = failure_ms = -1
-    running, failed = 0, []
-    views = []
-    for name, value in ranks.items():
-        rank = decode(value)
-        views.append(_view(rank.stage, rank.failed, rank.user_initiated, rank.recovery_stop))
-        at_ms = max(at_ms, rank.at_ms)
-        if rank.failed:
-            failed.append(name)
-            failure_ms = max(failure_ms, rank.at_ms)
-        running += rank.stage == RUNNING
-    return _Ranks(lifecycle(views), iso_of_ms(at_ms) if at_ms >= 0 else "",
-                  iso_of_ms(failure_ms) if failure_ms >= 0 else "", running, failed)
+# A generation's summary lives in the job item next to its ranks (one item: written together or not at all):
+# ``rank_views`` counts the ranks by view (a rank string's first two characters), ``ranks_at`` and
+# ``failure_at`` are the newest rank event and the newest failure (time slices of the strings),
+# ``failed_task_arns`` the first failed ARNs. A rank's event updates them in a few steps, not a loop over a
+# 2,048-rank job at each of its ranks' events; only when a rank leaves, goes back in time or stops counting as
+# failed are they counted again. Either way they are a function of the ranks: the same in any order.
+
+
+def _summarized(job: Item) -> Item:
+    ranks: dict[str, str] = job["ranks"]
+    views = Counter(map(view_code, ranks.values()))
+    failed = [name for name, value in ranks.items() if code_failed(view_code(value))] if any(
+        map(code_failed, views)) else []
+    job["rank_views"] = dict(sorted(views.items()))
+    job["ranks_at"] = max(map(at_text, ranks.values()), default="")
+    job["failure_at"] = max((at_text(ranks[name]) for name in failed), default="")
+    job["failed_task_arns"] = sorted(task_arn_of(name, job.get("cluster_arn")) for name in failed)[:FAILED_ARNS_SHOWN]
+    return job
+
+
+def _with_rank(job: Item, name: str, value: str) -> Item:
+    old = job["ranks"].get(name)
+    job["ranks"] = {**job["ranks"], name: value}
+    code = view_code(value)
+    no_longer_failed = old is not None and code_failed(view_code(old)) and not code_failed(code)
+    if old is not None and (at_text(value) < at_text(old) or no_longer_failed):
+        return _summarized(job)  # a maximum or a failed rank may have gone: count again
+    views = dict(job["rank_views"])
+    if old is not None:
+        views[view_code(old)] -= 1
+        if not views[view_code(old)]:
+            del views[view_code(old)]
+    views[code] = views.get(code, 0) + 1
+    job["rank_views"] = dict(sorted(views.items()))
+    job["ranks_at"] = max(job["ranks_at"], at_text(value))
+    if code_failed(code):
+        job["failure_at"] = max(job["failure_at"], at_text(value))
+        arn = task_arn_of(name, job.get("cluster_arn"))
+        if arn not in job["failed_task_arns"]:  # a failed rank past the first ones sorts after them: trimmed
+            job["failed_task_arns"] = sorted([*job["failed_task_arns"], arn])[:FAILED_ARNS_SHOWN]
+    return job
+
+
+def _summary(job: Item) -> _Ranks:
+    """``facts.lifecycle`` reads the set of views, not how many ranks share one: one view per kind gives it."""
+    views: dict[str, int] = job["rank_views"]
+    running = sum(int(n) for code, n in views.items() if _view(code).stage == RUNNING)
+    failed = sum(int(n) for code, n in views.items() if code_failed(code))
+    return _Ranks(lifecycle(_view(code) for code in views), _iso_of_at(job["ranks_at"]),
+                  _iso_of_at(job["failure_at"]), running, failed)
+
+
+def _iso_of_at(text: str) -> str:
+    return iso_of_ms(ms_of_at_text(text)) if text else ""
 
 
 def _derive_job(job: Item, config: ProjectionConfig) -> Item:
-    """The job's derived fields; ranks of an older generation leave the item here."""
-    since = job.get("generation_at")
-    if since is not None:
-        job["ranks"] = {name: value for name, value in job["ranks"].items() if decode(value).created_at >= since}
-    ranks = _ranks(job["ranks"])
+    """The job's derived fields."""
+    ranks = _summary(job)
     recovery = job.get("recovery")
     state: str = ranks.state if recovery is None else _merge_job_state(ranks, recovery)
     job["state"] = state
     updated_at = max((at for at in (job.get("tasks_at"), recovery["at"] if recovery else None) if at), default=None)
     job["task_count"] = len(job["ranks"])
     job["running_count"] = ranks.running
-    job["failed_count"] = len(ranks.failed)
-    job["failed_task_arns"] = sorted(task_arn_of(name, job.get("cluster_arn")) for name in ranks.failed)[
-        :FAILED_ARNS_SHOWN]
+    job["failed_count"] = ranks.failed
     job["restart_count"] = recovery["restart_count"] if recovery else 0
     job["incident_id"] = recovery["incident_id"] if recovery else None
     job["state_reason"] = recovery["reason"] if recovery and state == recovery["state"] else ""
@@ -458,7 +506,7 @@ def _upgraded(job: Item) -> Item:
         if item.get("newest_task") is None or newest > item["newest_task"]:
             item["newest_task"] = newest
     item["ranks"] = ranks
-    return item
+    return _summarized(item)
 
 
 # --- nodes ----------------------------------------------------------------------------------------
@@ -663,8 +711,10 @@ def _apply_job_state(
     # The restart generation is a register of its own (the latest RESTARTING wins), so a newer
     # JobStateChanged folded first cannot hide an older restart.
     newer_generation = data.state == "RESTARTING" and (job.get("generation_at") or "") < at
-    if newer_generation:
+    if newer_generation:  # the ranks of an older generation leave the item (their ecs_task items stay)
         job["generation_at"] = at
+        job["ranks"] = {name: value for name, value in job["ranks"].items() if decode(value).created_at >= at}
+        job = _summarized(job)
     recovery = job.get("recovery")
     if recovery is not None and recovery["order"] >= order:
         if newer_generation:
@@ -697,4 +747,5 @@ def _job_stub(job_id: str) -> Item:
         "job_id": job_id, "cluster_arn": None, "group": None, "started_by": None,
         "task_definition_arn": None, "ranks": {}, "recovery": None, "generation_at": None,
         "is_gpu": False, "newest_task": None, "tasks_at": None,
+        "rank_views": {}, "ranks_at": "", "failure_at": "", "failed_task_arns": [],
     }
