@@ -1,15 +1,15 @@
 """A job's ranks as its ``ecs_job`` item keeps them: one short string per rank of the current generation.
 
-A 2,048-rank job kept as one map entry per rank of every generation (node, stop code, exit code, task
-definition, ... ~540 bytes a rank) passes DynamoDB's 400 KB item limit at its first generation. The job item
-keeps only what the job's state needs of a rank, about 43 bytes: its version (last-writer-wins), its stage
-and flags (failed, ``UserInitiated``, stopped by recovery), when it was created (which generation) and its
-newest event's time. Everything else about a rank is in its ``ecs_task`` item.
+A job item that kept one map entry per rank of every generation (node, stop code, exit code, task
+definition, ...: ~435 bytes a rank, ~450-540 more per rank at each restart) passed DynamoDB's 400 KB item
+limit at the first generation of a 2,048-rank job. The job item keeps only what the job's state needs of a
+rank, about 41 bytes: its view (stage; failed, ``UserInitiated``, stopped by recovery), its newest event's
+time, when it was created (which generation) and its version (last-writer-wins). Everything else about a
+rank is in its ``ecs_task`` item.
 
-The key is the task id (the ARN's last part; a job's ranks are in one cluster): 32 hex digits are written as
-22 base64url characters, any other id as ``=`` and the id, an ARN without the cluster's prefix as the ARN.
-Times are kept to the millisecond, as ECS gives them.
-"""
+The key is the task id (the ARN's last part; a job's ranks are in one cluster, the job's ``cluster_arn``):
+32 hex digits are written as 22 base64url characters, any other id as ``=`` and the id, an ARN of the older
+format (``task/ID``) as the ARN. Times are kept to the millisecond, as ECS gives them."""
 
 from __future__ import annotations
 
@@ -82,11 +82,12 @@ def ms_of_at_text(text: str) -> int:
     return int(text, 36)
 
 
-def rank_key(task_arn: str, cluster_arn: str | None) -> str:
-    prefix = task_prefix(cluster_arn)
-    if prefix is None or not task_arn.startswith(prefix) or "/" in task_arn[len(prefix):]:
-        return task_arn
-    task_id = task_arn[len(prefix):]
+def rank_key(task_arn: str) -> str:
+    """``arn:...:task/CLUSTER/ID`` -> ID, 32 hex digits as 22 base64url characters; any other ARN as it is."""
+    _, _, path = task_arn.partition(":task/")
+    if path.count("/") != 1:
+        return task_arn  # the older format (task/ID: no cluster) or not a task ARN
+    task_id = path.split("/")[1]
     if len(task_id) == 32:
         try:
             return base64.urlsafe_b64encode(bytes.fromhex(task_id)).decode().rstrip("=")

@@ -317,7 +317,7 @@ def _join_job(state: ProjectionState, task: Item, previous_job: str | None, conf
 def _leave_job(state: ProjectionState, job_id: str, task: Item, config: ProjectionConfig) -> None:
     key: EntityKey = (JOB, job_id)
     job = _job_of(state, key)
-    name = rank_key(task["task_arn"], task.get("cluster_arn"))
+    name = rank_key(task["task_arn"])
     if job is None or name not in job["ranks"]:
         return
     ranks = {other: value for other, value in job["ranks"].items() if other != name}
@@ -334,7 +334,7 @@ def _apply_task_to_job(state: ProjectionState, task: Item, config: ProjectionCon
     rank = _rank(task)
     since = job.get("generation_at")
     if since is None or rank.created_at >= since:  # a rank of an older generation changes only the registers
-        name = rank_key(task["task_arn"], task.get("cluster_arn"))
+        name = rank_key(task["task_arn"])
         known = decode(job["ranks"][name]) if name in job["ranks"] else None
         if known is None or known.version < rank.version:
             job = _with_rank(job, name, encode(rank))
@@ -498,7 +498,7 @@ def _upgraded(job: Item) -> Item:
                     failed=bool(entry.get("failed")), user_initiated=entry.get("stop_code") == "UserInitiated",
                     recovery_stop=bool(entry.get("recovery_stop")) or arn in stops,
                     created_ms=ms_of_iso(created), at_ms=ms_of_iso(str(entry.get("at") or created)))
-        ranks[rank_key(arn, job.get("cluster_arn"))] = encode(rank)
+        ranks[rank_key(arn)] = encode(rank)
         item["is_gpu"] = bool(item.get("is_gpu")) or bool(entry.get("is_gpu"))
         if entry.get("at") and (item.get("tasks_at") is None or entry["at"] > item["tasks_at"]):
             item["tasks_at"] = entry["at"]
