@@ -208,11 +208,15 @@ class UpdateItemProjector:
                       {"version": item["version"]})
 
     def _job(self, key: str, item: dict[str, Any], event: Any, kind: str) -> list[Update]:
+        from consumers.core.job_ranks import decode, rank_key
         from consumers.core.projection import JOB
 
         if kind == "TaskStateChange":
             arn = event.detail.taskArn
-            entry = item["tasks"][arn]
+            rank = item["ranks"].get(rank_key(arn))
+            if rank is None:  # a rank of an older generation: the job keeps only its registers
+                return []
+            entry = {"version": decode(rank).version, "rank": rank}
             return [Update(JOB, key, {"entry": entry}, "attribute_not_exists(#tasks.#entry) OR "
                            "#tasks.#entry.#version < :version", {"version": entry["version"]},
                            keep={f: item.get(f) for f in JOB_CONSTANTS}, map_entry=("tasks", arn))]

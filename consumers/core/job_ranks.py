@@ -1,7 +1,7 @@
 """A job's ranks as its ``ecs_job`` item keeps them: one short string per rank of the current generation.
 
 A job item that kept one map entry per rank of every generation (node, stop code, exit code, task
-definition, ...: ~435 bytes a rank, ~450-540 more per rank at each restart) passed DynamoDB's 400 KB item
+definition, ...: ~435 bytes a rank, 350-530 more per rank at each restart) passed DynamoDB's 400 KB item
 limit at the first generation of a 2,048-rank job. The job item keeps only what the job's state needs of a
 rank, about 41 bytes: its view (stage; failed, ``UserInitiated``, stopped by recovery), its newest event's
 time, when it was created (which generation) and its version (last-writer-wins). Everything else about a
