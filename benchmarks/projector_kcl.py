@@ -17,12 +17,13 @@ Both sides decode and fold with the same code into tables of their own on the sa
 * ``UpdateItemProjector`` (the baseline, written here as a competent engineer would): per event, one
   conditional UpdateItem per register the event writes, no read, the batch's updates from 8 threads
   (one item's updates in order on one thread, as DynamoDB would serialize them anyway): a task's
-  fields if its ECS version is newer; the job's entry for that task (``tasks.<arn>``) if newer,
+  fields if its ECS version is newer; the job's entry for that rank (``tasks.<rank key>``: its version and
+  rank string, consumers/core/job_ranks.py) if newer,
   creating the map on first use; a node's field group (ECS, health, repair, last report) if its
   order is newer; a recovery stop as a flag and a string-set ADD. It does not derive the job's
   summary fields (state, counts): a reader would, so it writes less.
 
-Checked after every run: the task items, the jobs' per-task entries and the nodes' fields are the
+Checked after every run: the task items, the jobs' ranks (the current generation's) and the nodes' fields are the
 same on both sides (``inputs.same_registers_both_sides``). DynamoDB requests are counted with a
 botocore ``before-call.dynamodb.*`` hook.
 """
@@ -208,14 +209,18 @@ class UpdateItemProjector:
                       {"version": item["version"]})
 
     def _job(self, key: str, item: dict[str, Any], event: Any, kind: str) -> list[Update]:
+        from consumers.core.job_ranks import decode, rank_key
         from consumers.core.projection import JOB
 
         if kind == "TaskStateChange":
-            arn = event.detail.taskArn
-            entry = item["tasks"][arn]
+            name = rank_key(event.detail.taskArn)
+            rank = item["ranks"].get(name)
+            if rank is None:  # a rank of an older generation: the job keeps only its registers
+                return []
+            entry = {"version": decode(rank).version, "rank": rank}
             return [Update(JOB, key, {"entry": entry}, "attribute_not_exists(#tasks.#entry) OR "
                            "#tasks.#entry.#version < :version", {"version": entry["version"]},
-                           keep={f: item.get(f) for f in JOB_CONSTANTS}, map_entry=("tasks", arn))]
+                           keep={f: item.get(f) for f in JOB_CONSTANTS}, map_entry=("tasks", name))]
         if kind == "JobStateChanged":
             out = [Update(JOB, key, {"recovery": item["recovery"]},
                           "attribute_not_exists(#recovery) OR #recovery.#order < :order",
@@ -358,15 +363,24 @@ def same_registers(client: Any, projector: dict[str, str], update_item: dict[str
         == {k: v for k, v in theirs[arn].items() if k not in RECOVERY_OWNED} for arn in ours)
     jobs, their_jobs = rows(projector, JOB), rows(update_item, JOB)
     jobs_ok = jobs.keys() == their_jobs.keys() and all(
-        _entries(jobs[j].get("tasks", {})) == _entries(their_jobs[j].get("tasks", {})) for j in jobs)
+        _ranks_agree(jobs[j].get("ranks", {}), their_jobs[j].get("tasks", {})) for j in jobs)
     nodes, their_nodes = rows(projector, NODE), rows(update_item, NODE)
     nodes_ok = nodes.keys() == their_nodes.keys() and all(
         nodes[n].get(f) == value for n in nodes for f, value in their_nodes[n].items())
     return tasks_ok and jobs_ok and nodes_ok
 
 
-def _entries(tasks: dict[str, Any]) -> dict[str, Any]:
-    return {arn: {k: v for k, v in entry.items() if k != "recovery_stop"} for arn, entry in tasks.items()}
+def _ranks_agree(ranks: dict[str, str], entries: dict[str, Any]) -> bool:
+    """Every rank of the projector's current generation is the baseline's entry for it (the baseline keeps
+    every generation's, and sets a recovery stop as a string-set ADD, not in the rank)."""
+    return all(name in entries and _without_stop(entries[name]["rank"]) == _without_stop(value)
+               for name, value in ranks.items())
+
+
+def _without_stop(rank: str) -> str:
+    from consumers.core.job_ranks import RECOVERY_STOP
+
+    return rank[0] + str(int(rank[1]) & ~RECOVERY_STOP) + rank[2:]
 
 
 def bench_projector_kcl(endpoint_url: str, *, events: int, runs: int, server: str = "process") -> dict[str, Figure]:

@@ -13,14 +13,16 @@ The ECS rules (which job a task belongs to, GPU task, failure, lifecycle) are th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
 from consumers.core.clocktext import epoch_seconds, iso, parse_iso
 from consumers.core.facts import (
+    RUNNING,
     IdentityRules,
     JobLifecycle,
     RankView,
@@ -32,6 +34,20 @@ from consumers.core.facts import (
     lifecycle,
     stage,
     stopped_by_recovery,
+)
+from consumers.core.job_ranks import (
+    AT_WIDTH,
+    Rank,
+    at_text,
+    code_failed,
+    decode,
+    encode,
+    iso_of_ms,
+    ms_of_at_text,
+    ms_of_iso,
+    rank_key,
+    task_arn_of,
+    view_code,
 )
 from events_schema.aws import (
     Container,
@@ -273,9 +289,24 @@ def _identified(item: Item, config: ProjectionConfig) -> Item:
 
 # --- jobs -----------------------------------------------------------------------------------------
 
+# A fabric failure fails every rank: the job item names a few (the ecs_task items have them all).
+FAILED_ARNS_SHOWN = 16
+EPOCH = "1970-01-01T00:00:00.000000Z"  # an older item's entry that kept no times
+
+
+def job_ranks(job: Item) -> dict[str, Rank]:
+    """The ranks of a job item's current generation, by task ARN (readers: the CLI, tests, verify)."""
+    cluster = job.get("cluster_arn")
+    return {task_arn_of(key, cluster): decode(value) for key, value in _upgraded(job)["ranks"].items()}
+
+
+def _job_of(state: ProjectionState, key: EntityKey) -> Item | None:
+    job = state.get(key)
+    return _upgraded(job) if job is not None else None
+
 
 def _join_job(state: ProjectionState, task: Item, previous_job: str | None, config: ProjectionConfig) -> None:
-    """Put the task's entry in its job; leave the job it was counted in before, if that changed (an item
+    """Put the task's rank in its job; leave the job it was counted in before, if that changed (an item
     written under the older rule, or tags that name another job)."""
     if previous_job is not None and previous_job != task.get("job_id"):
         _leave_job(state, previous_job, task, config)
@@ -285,55 +316,56 @@ def _join_job(state: ProjectionState, task: Item, previous_job: str | None, conf
 
 def _leave_job(state: ProjectionState, job_id: str, task: Item, config: ProjectionConfig) -> None:
     key: EntityKey = (JOB, job_id)
-    job = state.get(key)
-    task_arn = task["task_arn"]
-    if job is None or task_arn not in job["tasks"]:
+    job = _job_of(state, key)
+    name = rank_key(task["task_arn"])
+    if job is None or name not in job["ranks"]:
         return
-    tasks = {arn: entry for arn, entry in job["tasks"].items() if arn != task_arn}
-    left = _derive_job({**job, "tasks": tasks}, config)
-    if not tasks and left.get("recovery") is None and task.get("updated_at"):
+    ranks = {other: value for other, value in job["ranks"].items() if other != name}
+    left = _derive_job(_summarized({**job, "ranks": ranks}), config)
+    if not ranks and left.get("recovery") is None and task.get("updated_at"):
         left["expires_at"] = _expiry(task["updated_at"], config)  # every task left it: it goes after the TTL
     state.put(key, left)
 
 
 def _apply_task_to_job(state: ProjectionState, task: Item, config: ProjectionConfig) -> None:
     key: EntityKey = (JOB, task["job_id"])
-    base = state.get(key) or _new_job(task)
-    arn = task["task_arn"]
-    entry = _rank_entry(task, base)
-    known = base["tasks"].get(arn)
-    if known is not None:
-        if known["version"] > entry["version"]:
-            return
-        if known["version"] == entry["version"]:  # the same facts: only set-once flags can add something
-            entry = {**entry, "is_gpu": entry["is_gpu"] or known["is_gpu"],
-                     "recovery_stop": entry["recovery_stop"] or known["recovery_stop"]}
-            if entry == known:
-                return
+    base = _job_of(state, key) or _new_job(task)
+    job = _with_task_registers(base, task)
+    rank = _rank(task)
+    since = job.get("generation_at")
+    if since is None or rank.created_at >= since:  # a rank of an older generation changes only the registers
+        name = rank_key(task["task_arn"])
+        known = decode(job["ranks"][name]) if name in job["ranks"] else None
+        if known is None or known.version < rank.version:
+            job = _with_rank(job, name, encode(rank))
+        elif known.version == rank.version and rank.recovery_stop and not known.recovery_stop:
+            job = _with_rank(job, name, encode(replace(known, recovery_stop=True)))  # a set-once flag
+    if job != base:
+        state.put(key, _derive_job(job, config))
+
+
+def _rank(task: Item) -> Rank:
+    created_ms = ms_of_iso(task["created_at"])
+    return Rank(version=task["version"], stage=stage(task["last_status"]), failed=bool(task["failed"]),
+                user_initiated=task["stop_code"] == "UserInitiated",
+                recovery_stop=bool(task.get("stop_requested_by_recovery")),
+                created_ms=created_ms, at_ms=ms_of_iso(task["updated_at"]))
+
+
+def _with_task_registers(base: Item, task: Item) -> Item:
+    """The job's fields any of its tasks, of any generation, adds to: each merges the same way in any order."""
     job = dict(base)
     for constant in ("cluster_arn", "group", "started_by"):  # the same for every rank; else the least, in any order
         known_value, value = base.get(constant), task.get(constant)
         if value != known_value and value is not None:
             job[constant] = value if known_value is None else min(value, known_value)
-    job["tasks"] = {**base["tasks"], arn: entry}
-    state.put(key, _derive_job(job, config))
-
-
-def _rank_entry(task: Item, job: Item) -> Item:
-    return {
-        "version": task["version"],
-        "last_status": task["last_status"],
-        "container_instance_arn": task["container_instance_arn"],
-        "failed": task["failed"],
-        "stop_code": task["stop_code"],
-        "exit_code": task["exit_code"],
-        "created_at": task["created_at"],
-        "task_definition_arn": task["task_definition_arn"],
-        "at": task["updated_at"],
-        "is_gpu": bool(task["is_gpu"]),
-        "recovery_stop": bool(task.get("stop_requested_by_recovery")
-                              or task["task_arn"] in job.get("recovery_stops", ())),
-    }
+    job["is_gpu"] = bool(base.get("is_gpu")) or bool(task["is_gpu"])
+    newest = f"{task['created_at']}|{task['task_arn']}"
+    if base.get("newest_task") is None or newest > base["newest_task"]:  # the newest task names the definition
+        job["newest_task"], job["task_definition_arn"] = newest, task["task_definition_arn"]
+    if base.get("tasks_at") is None or task["updated_at"] > base["tasks_at"]:
+        job["tasks_at"] = task["updated_at"]
+    return job
 
 
 def _new_job(task: Item) -> Item:
@@ -354,58 +386,82 @@ class _Ranks:
     at: str  # the newest rank event's time
     last_failure_at: str
     running: int
-    failed: list[str]
-    newest: tuple[str, str] | None  # (created_at, arn) of the latest rank
+    failed: int
 
 
 @lru_cache(maxsize=256)
-def _view(status: str | None, failed: bool, stop_code: str | None, ours: bool) -> RankView:
-    # A handful of distinct views: shared, since a 2,048-rank job derives its state at every rank's event.
-    return RankView(stage=stage(status), failed=failed, user_stop=stop_code == "UserInitiated" and not ours,
-                    recovery_stop=ours)
+def _view(code: str) -> RankView:
+    rank = decode(code + "0" * AT_WIDTH + ".0.0")  # only the view's two characters count
+    return RankView(stage=rank.stage, failed=rank.failed, user_stop=rank.user_initiated and not rank.recovery_stop,
+                    recovery_stop=rank.recovery_stop)
 
 
-def _ranks(tasks: dict[str, Item]) -> _Ranks:
-    """One loop over a generation's ranks (the fold runs this at every task event); its state is
-    ``facts.lifecycle``'s."""
-    at = last_failure_at = ""
-    running, failed, newest = 0, [], None
-    views = []
-    for arn, t in tasks.items():
-        views.append(_view(t["last_status"], bool(t["failed"]), t["stop_code"], bool(t["recovery_stop"])))
-        if t["at"] > at:
-            at = t["at"]
-        if newest is None or (t["created_at"], arn) > newest:
-            newest = (t["created_at"], arn)
-        if t["failed"]:
-            failed.append(arn)
-            last_failure_at = max(last_failure_at, t["at"])
-        if t["last_status"] == "RUNNING":
-            running += 1
-    return _Ranks(lifecycle(views), at, last_failure_at, running, failed, newest)
+# A generation's summary lives in the job item next to its ranks (one item: written together or not at all):
+# ``rank_views`` counts the ranks by view (a rank string's first two characters), ``ranks_at`` and
+# ``failure_at`` are the newest rank event and the newest failure (time slices of the strings),
+# ``failed_task_arns`` the first failed ARNs. A rank's event updates them in a few steps, not a loop over a
+# 2,048-rank job at each of its ranks' events; only when a rank leaves, goes back in time or stops counting as
+# failed are they counted again. Either way they are a function of the ranks: the same in any order.
+
+
+def _summarized(job: Item) -> Item:
+    ranks: dict[str, str] = job["ranks"]
+    views = Counter(map(view_code, ranks.values()))
+    failed = [name for name, value in ranks.items() if code_failed(view_code(value))] if any(
+        map(code_failed, views)) else []
+    job["rank_views"] = dict(sorted(views.items()))
+    job["ranks_at"] = max(map(at_text, ranks.values()), default="")
+    job["failure_at"] = max((at_text(ranks[name]) for name in failed), default="")
+    job["failed_task_arns"] = sorted(task_arn_of(name, job.get("cluster_arn")) for name in failed)[:FAILED_ARNS_SHOWN]
+    return job
+
+
+def _with_rank(job: Item, name: str, value: str) -> Item:
+    old = job["ranks"].get(name)
+    job["ranks"] = {**job["ranks"], name: value}
+    code = view_code(value)
+    no_longer_failed = old is not None and code_failed(view_code(old)) and not code_failed(code)
+    if old is not None and (at_text(value) < at_text(old) or no_longer_failed):
+        return _summarized(job)  # a maximum or a failed rank may have gone: count again
+    views = dict(job["rank_views"])
+    if old is not None:
+        views[view_code(old)] -= 1
+        if not views[view_code(old)]:
+            del views[view_code(old)]
+    views[code] = views.get(code, 0) + 1
+    job["rank_views"] = dict(sorted(views.items()))
+    job["ranks_at"] = max(job["ranks_at"], at_text(value))
+    if code_failed(code):
+        job["failure_at"] = max(job["failure_at"], at_text(value))
+        arn = task_arn_of(name, job.get("cluster_arn"))
+        if arn not in job["failed_task_arns"]:  # a failed rank past the first ones sorts after them: trimmed
+            job["failed_task_arns"] = sorted([*job["failed_task_arns"], arn])[:FAILED_ARNS_SHOWN]
+    return job
+
+
+def _summary(job: Item) -> _Ranks:
+    """``facts.lifecycle`` reads the set of views, not how many ranks share one: one view per kind gives it."""
+    views: dict[str, int] = job["rank_views"]
+    running = sum(int(n) for code, n in views.items() if _view(code).stage == RUNNING)
+    failed = sum(int(n) for code, n in views.items() if code_failed(code))
+    return _Ranks(lifecycle(_view(code) for code in views), _iso_of_at(job["ranks_at"]),
+                  _iso_of_at(job["failure_at"]), running, failed)
+
+
+def _iso_of_at(text: str) -> str:
+    return iso_of_ms(ms_of_at_text(text)) if text else ""
 
 
 def _derive_job(job: Item, config: ProjectionConfig) -> Item:
-    current = _current_generation(job)
-    ranks = _ranks(current)
+    """The job's derived fields."""
+    ranks = _summary(job)
     recovery = job.get("recovery")
     state: str = ranks.state if recovery is None else _merge_job_state(ranks, recovery)
     job["state"] = state
-    tasks: dict[str, Item] = job["tasks"]
-    # One loop over the job's tasks of every generation (and one over its current generation, in _ranks).
-    is_gpu, updated_at, newest = False, recovery["at"] if recovery else None, ranks.newest
-    for arn, task in tasks.items():
-        is_gpu = is_gpu or bool(task["is_gpu"])
-        if updated_at is None or task["at"] > updated_at:
-            updated_at = task["at"]
-        if not current and (newest is None or (task["created_at"], arn) > newest):
-            newest = (task["created_at"], arn)
-    if newest is not None:  # the latest task of the current generation, else of any
-        job["task_definition_arn"] = tasks[newest[1]]["task_definition_arn"]
-    job["is_gpu"] = is_gpu
-    job["task_count"] = len(current)
+    updated_at = max((at for at in (job.get("tasks_at"), recovery["at"] if recovery else None) if at), default=None)
+    job["task_count"] = len(job["ranks"])
     job["running_count"] = ranks.running
-    job["failed_task_arns"] = sorted(ranks.failed)
+    job["failed_count"] = ranks.failed
     job["restart_count"] = recovery["restart_count"] if recovery else 0
     job["incident_id"] = recovery["incident_id"] if recovery else None
     job["state_reason"] = recovery["reason"] if recovery and state == recovery["state"] else ""
@@ -418,14 +474,6 @@ def _derive_job(job: Item, config: ProjectionConfig) -> Item:
     return job
 
 
-def _current_generation(job: Item) -> dict[str, Item]:
-    since = job.get("generation_at")
-    tasks: dict[str, Item] = job["tasks"]
-    if since is None:
-        return tasks
-    return {arn: t for arn, t in tasks.items() if t["created_at"] >= since}
-
-
 def _merge_job_state(ranks: _Ranks, recovery: Item) -> str:
     """Recovery's word stands until ECS shows something newer that recovery has not seen."""
     if ranks.state == "INTERRUPTED":
@@ -433,6 +481,32 @@ def _merge_job_state(ranks: _Ranks, recovery: Item) -> str:
     if recovery["state"] in ACTIVE_RECOVERY_STATES and ranks.state == "PENDING":
         return str(recovery["state"])
     return ranks.state if ranks.at > recovery["at"] else str(recovery["state"])
+
+
+def _upgraded(job: Item) -> Item:
+    """A job item the projector wrote before ranks were kept short (``tasks``: a map entry per rank of every
+    generation) in today's shape: the same registers, read from its entries."""
+    if "tasks" not in job:
+        return job
+    old: dict[str, Item] = job["tasks"]
+    stops = set(job.get("recovery_stops") or ())
+    item = {key: value for key, value in job.items() if key not in ("tasks", "recovery_stops")}
+    ranks: dict[str, str] = {}
+    for arn, entry in old.items():
+        created = str(entry.get("created_at") or entry.get("at") or EPOCH)
+        rank = Rank(version=int(entry.get("version", 0)), stage=stage(entry.get("last_status")),
+                    failed=bool(entry.get("failed")), user_initiated=entry.get("stop_code") == "UserInitiated",
+                    recovery_stop=bool(entry.get("recovery_stop")) or arn in stops,
+                    created_ms=ms_of_iso(created), at_ms=ms_of_iso(str(entry.get("at") or created)))
+        ranks[rank_key(arn)] = encode(rank)
+        item["is_gpu"] = bool(item.get("is_gpu")) or bool(entry.get("is_gpu"))
+        if entry.get("at") and (item.get("tasks_at") is None or entry["at"] > item["tasks_at"]):
+            item["tasks_at"] = entry["at"]
+        newest = f"{created}|{arn}"
+        if item.get("newest_task") is None or newest > item["newest_task"]:
+            item["newest_task"] = newest
+    item["ranks"] = ranks
+    return _summarized(item)
 
 
 # --- nodes ----------------------------------------------------------------------------------------
@@ -631,14 +705,16 @@ def _apply_job_state(
     state: ProjectionState, event: OurEvent, data: JobStateChanged, config: ProjectionConfig
 ) -> None:
     key: EntityKey = (JOB, data.job_id)
-    job = dict(state.get(key) or _job_stub(data.job_id))
+    job = dict(_job_of(state, key) or _job_stub(data.job_id))
     order = _order(event)
     at = iso(event.time)
     # The restart generation is a register of its own (the latest RESTARTING wins), so a newer
     # JobStateChanged folded first cannot hide an older restart.
     newer_generation = data.state == "RESTARTING" and (job.get("generation_at") or "") < at
-    if newer_generation:
+    if newer_generation:  # the ranks of an older generation leave the item (their ecs_task items stay)
         job["generation_at"] = at
+        job["ranks"] = {name: value for name, value in job["ranks"].items() if decode(value).created_at >= at}
+        job = _summarized(job)
     recovery = job.get("recovery")
     if recovery is not None and recovery["order"] >= order:
         if newer_generation:
@@ -662,25 +738,14 @@ def _mark_recovery_stop(state: ProjectionState, data: DecisionRecorded, config: 
     if not task.get("stop_requested_by_recovery"):
         task = {**task, "stop_requested_by_recovery": True}
         state.put(task_key, task)
+    # The rank takes the flag from the task's item (set once), in whichever order the two come.
     _join_job(state, task, task.get("job_id"), config)
-    if not data.job_id:
-        return
-    job_key: EntityKey = (JOB, data.job_id)
-    job = state.get(job_key)
-    pending = set(job.get("recovery_stops", [])) if job else set()
-    if data.action.target in pending:
-        return
-    job = dict(job or _job_stub(data.job_id))
-    job["recovery_stops"] = sorted(pending | {data.action.target})
-    entry = job["tasks"].get(data.action.target)
-    if entry is not None:
-        job["tasks"] = {**job["tasks"], data.action.target: {**entry, "recovery_stop": True}}
-    state.put(job_key, _derive_job(job, config))
 
 
 def _job_stub(job_id: str) -> Item:
     return {
         "job_id": job_id, "cluster_arn": None, "group": None, "started_by": None,
-        "task_definition_arn": None, "tasks": {}, "recovery": None, "generation_at": None,
-        "recovery_stops": [],
+        "task_definition_arn": None, "ranks": {}, "recovery": None, "generation_at": None,
+        "is_gpu": False, "newest_task": None, "tasks_at": None,
+        "rank_views": {}, "ranks_at": "", "failure_at": "", "failed_task_arns": [],
     }

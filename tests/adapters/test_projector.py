@@ -11,12 +11,18 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore, create_tables
+from consumers.adapters.dynamodb import (
+    DynamoParkingLot,
+    DynamoProjectionStore,
+    create_tables,
+    from_attribute_map,
+    item_size,
+)
 from consumers.adapters.memory import InMemoryParkingLot, InMemoryProjectionStore
 from consumers.adapters.metrics import NAMESPACE, CloudWatchMetrics
 from consumers.core.errors import TransientError
 from consumers.core.ports import ItemWrite, StreamRecord
-from consumers.core.projection import JOB, KEY_ATTRIBUTE, NODE, TASK, ProjectionConfig, fold_all
+from consumers.core.projection import JOB, KEY_ATTRIBUTE, NODE, TASK, ProjectionConfig, fold_all, job_ranks
 from consumers.projector import FOREIGN_CLUSTER, PARKING_FAILED, ParkingFailed, Projector
 from events_schema.decode import decode_mapping
 from events_schema.envelope import Envelope
@@ -24,7 +30,18 @@ from events_schema.events import JobStateChanged, TaskTagsCaptured
 from gpu_recovery.apps import projection_config
 from gpu_recovery.settings import load_settings
 from gpu_recovery.wiring import policy_config
-from tests.core.test_projection import CONFIG, JOB_TAG, histories, job_tag, tags_captured
+from tests.core.test_projection import (
+    BIG_JOB,
+    CONFIG,
+    JOB_ITEM_BOUND,
+    JOB_TAG,
+    RANKS,
+    big_job_generation,
+    ecs_task_arn,
+    histories,
+    job_tag,
+    tags_captured,
+)
 from tests.factories import CLUSTER, at, node_arn, node_event, ours, task_arn, task_event
 from tests.hostile import HOSTILE, sample
 
@@ -120,7 +137,7 @@ def test_concurrent_writer_conflict_is_refolded_not_lost() -> None:
     report = projector.handle_batch(records(task_event(1, version=2)))
     (job,) = store.table(JOB)
     # THEN both workers' tasks are in the job: the conflict was reloaded and refolded
-    assert sorted(job["tasks"]) == [task_arn(1), task_arn(2)]
+    assert sorted(job_ranks(job)) == [task_arn(1), task_arn(2)]
     assert report.conflicts >= 1
 
 
@@ -149,7 +166,7 @@ def test_a_write_lost_between_two_puts_heals_on_redelivery() -> None:
     projector.handle_batch(batch)
     # THEN the job has the task although the task item was already current
     (job,) = store.table(JOB)
-    assert list(job["tasks"]) == [task_arn(1)]
+    assert list(job_ranks(job)) == [task_arn(1)]
 
 
 # --- one bad record never stalls the batch -----------------------------------------------------------
@@ -170,7 +187,7 @@ def test_a_record_whose_fold_raises_is_parked_whole_and_the_records_around_it_ap
     # THEN the good tasks are applied, nothing of the bad one (not even its job), which is parked
     assert _stored_keys(store, TASK) == [task_arn(1), task_arn(2), task_arn(9)]
     (job,) = store.scan_table(JOB)
-    assert sorted(job["tasks"]) == [task_arn(1), task_arn(2)]
+    assert sorted(job_ranks(job)) == [task_arn(1), task_arn(2)]
     (row,) = parking.list("projector")
     assert (row["sequence_number"], row["reason_kind"], row["error_type"]) == ("1001", "fold_error", "TypeError")
     assert row["position"] == "record 2/3 of its batch"
@@ -300,7 +317,7 @@ def test_a_rival_writers_tags_put_our_newer_rank_state_in_the_job() -> None:
                                                        group="family:llm-train")))
     # THEN our refold after the conflict wrote the job too, from the rank's newest state
     (job,) = store.table(JOB)
-    assert job["tasks"][task_arn(5)]["version"] == 3 and job["state"] == "INTERRUPTED"
+    assert job_ranks(job)[task_arn(5)].version == 3 and job["state"] == "INTERRUPTED"
     assert report.conflicts >= 1
 
 
@@ -382,8 +399,59 @@ def test_a_task_leaves_the_family_job_an_older_projector_put_it_in() -> None:
                                    tags_captured(task_arn(5), job_tag("llama-run-7")), accelerated))
     # THEN the task left the family job (read although no event named it) and is in the job its tag names
     emptied = store.items[(JOB, "family:llm-train")].item
-    assert emptied["tasks"] == {} and emptied["expires_at"] is not None  # it leaves the table after the TTL
-    assert list(store.items[(JOB, "llama-run-7")].item["tasks"]) == [task_arn(5)]
+    assert job_ranks(emptied) == {} and emptied["expires_at"] is not None  # it leaves the table after the TTL
+    assert list(job_ranks(store.items[(JOB, "llama-run-7")].item)) == [task_arn(5)]
     # AND the node's checks are registers now (the old list was one event's, not a register per check)
     node = store.items[(NODE, node_arn(1))].item
     assert list(node["health_checks"]) == ["ACCELERATED_COMPUTE"] and "health_order" not in node
+
+
+# --- a 2,048-rank job's item, as DynamoDB stores it ---------------------------------------------------
+
+
+class _JobsOnDynamo:
+    """The ecs_job table on (moto's) DynamoDB through the real adapter, the tasks and nodes in memory: the
+    job item is the one that grows with a job's ranks (and 2,048 task items on moto would take minutes)."""
+
+    def __init__(self, dynamo: DynamoProjectionStore) -> None:
+        self.dynamo, self.memory = dynamo, InMemoryProjectionStore()
+
+    def load(self, keys: Any) -> dict[Any, Any]:
+        jobs = {key for key in keys if key[0] == JOB}
+        return {**self.memory.load(set(keys) - jobs), **(self.dynamo.load(jobs) if jobs else {})}
+
+    def save(self, writes: Any) -> list[Any]:
+        jobs = [write for write in writes if write.key[0] == JOB]
+        others = [write for write in writes if write.key[0] != JOB]
+        return [*self.memory.save(others), *(self.dynamo.save(jobs) if jobs else [])]
+
+
+def test_a_2048_rank_jobs_item_as_dynamodb_stores_it_stays_small(dynamodb: Any) -> None:
+    create_tables(dynamodb, TABLES)
+    store = _JobsOnDynamo(DynamoProjectionStore(dynamodb, {k: v for k, v in TABLES.items() if k != "parked"}))
+    parking = InMemoryParkingLot()
+    projector = Projector(store, parking, CONFIG)
+    # GIVEN a 2,048-rank job that runs, fails (the second time every rank at once: the fabric), is stopped and
+    # restarted twice, then runs again, projected a phase a batch (the adapter refuses an item DynamoDB would
+    # refuse: the projector would park its records)
+    phases = [phase for generation in range(3)
+              for phase in big_job_generation(generation, fabric_failure=generation == 1, restart=generation < 2)]
+    sizes, first = [], 1000
+    for phase in phases:
+        projector.handle_batch(records(*phase, first=first))
+        first += len(phase)
+        # WHEN the job's item is read back from DynamoDB and measured as DynamoDB counts an item's size
+        raw = dynamodb.get_item(TableName="ecs_job", Key={"job_id": {"S": BIG_JOB}}, ConsistentRead=True)
+        job = from_attribute_map(raw["Item"])
+        sizes.append(item_size(job))
+        if job["failed_count"] == RANKS:  # the fabric failure, recovery on it: every rank counted, a few named
+            fabric = job
+    # THEN nothing was parked, and the item stayed under 100 KB, whatever the history
+    assert parking.records == []
+    assert max(sizes) <= JOB_ITEM_BOUND, sizes
+    # AND what people read of it still says what the job is: the current generation runs, two restarts behind
+    assert (job["state"], job["task_count"], job["running_count"], job["failed_count"], job["restart_count"]) == (
+        "RUNNING", RANKS, RANKS, 0, 2)
+    assert sorted(job_ranks(job)) == sorted(ecs_task_arn(2, rank) for rank in range(RANKS))
+    assert fabric["state"] == "RECOVERING" and fabric["failed_task_arns"] == sorted(
+        ecs_task_arn(1, rank) for rank in range(RANKS))[:16]

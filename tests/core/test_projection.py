@@ -4,14 +4,17 @@ duplication never change the result. Real payloads come from tests/fixtures/aws_
 from __future__ import annotations
 
 import copy
-from datetime import datetime
+import hashlib
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.core.facts import IdentityRules
+from consumers.adapters.dynamodb import item_size
+from consumers.core.facts import RECOVERY_STOP_REASON, IdentityRules
 from consumers.core.projection import (
     JOB,
     NODE,
@@ -21,6 +24,7 @@ from consumers.core.projection import (
     fold,
     fold_all,
     foreign_cluster,
+    job_ranks,
 )
 from events_schema.commands import StartTask, StopTask
 from events_schema.decode import StreamEvent, decode_mapping
@@ -381,7 +385,7 @@ def test_a_rank_recovery_restarted_joins_its_tag_identified_job() -> None:
     assert state.items == project(restarted, outcome).items
     # THEN the new rank is in the job
     (job,) = state.table(JOB)
-    assert (job["job_id"], list(job["tasks"])) == ("llama-run-7", [task_arn(9)])
+    assert (job["job_id"], list(job_ranks(job))) == ("llama-run-7", [task_arn(9)])
 
 
 def test_a_service_task_is_not_a_job() -> None:
@@ -548,3 +552,86 @@ def test_a_stub_the_previous_projector_left_takes_tags_and_stops_before_its_task
     # THEN the task is in its job, stopped by recovery (not by a user)
     (job,) = state.table(JOB)
     assert (job["job_id"], job["state"]) == ("llama-run-7", "INTERRUPTED")
+
+
+# --- bounded: a 2,048-rank job's item, restart after restart (DESIGN §3.10, §10) ---------------------
+
+RANKS = 2048
+BIG_JOB = "job:alpha"
+JOB_ITEM_BOUND = 100 * 1024  # DESIGN §3.10; DynamoDB refuses an item over 400 KB (moto does not)
+TASK_PREFIX = CLUSTER.replace(":cluster/", ":task/") + "/"
+
+
+def ecs_task_arn(generation: int, rank: int) -> str:
+    """A task ARN as ECS writes them now: the task id is 32 hex digits."""
+    return TASK_PREFIX + hashlib.md5(f"{generation}/{rank}".encode(), usedforsecurity=False).hexdigest()
+
+
+def generation_start(generation: int) -> datetime:
+    return at(3600 * generation)
+
+
+def big_rank_event(generation: int, rank: int, *, version: int, status: str, when: datetime,
+                   exit_code: int | None = None, stop_code: str | None = None,
+                   reason: str | None = None) -> dict[str, Any]:
+    """Rank ``rank`` of the job's generation ``generation`` (created a millisecond after the rank before)."""
+    created = generation_start(generation) + timedelta(seconds=1, milliseconds=rank)
+    event = task_event(1, node=rank // 8 + 1, version=version, status=status, exit_code=exit_code,
+                       stop_code=stop_code, when=when, created=created)
+    arn = ecs_task_arn(generation, rank)
+    event["detail"]["taskArn"] = arn
+    event["detail"]["containers"][0]["containerArn"] = f"{arn}/trainer"
+    if reason is not None:
+        event["detail"]["stoppedReason"] = reason
+    event["resources"] = [arn]
+    event["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{arn}/{version}"))
+    return event
+
+
+def big_job_generation(generation: int, *, fabric_failure: bool = False, restart: bool = True) -> list[list[Any]]:
+    """One generation of a 2,048-rank job, phase by phase: every rank runs; one rank fails (or every rank,
+    when the fabric fails) and recovery stops the others; recovery restarts the job."""
+    start = generation_start(generation)
+    running = [big_rank_event(generation, r, version=2, status="RUNNING", when=start + timedelta(seconds=60))
+               for r in range(RANKS)]
+    if not restart:
+        return [running]
+    failed = range(RANKS) if fabric_failure else range(1)
+    failures = [big_rank_event(generation, r, version=3, status="STOPPED", exit_code=1,
+                               stop_code="EssentialContainerExited", when=start + timedelta(seconds=120))
+                for r in failed]
+    recovering = ours(JobStateChanged(job_id=BIG_JOB, state="RECOVERING", incident_id=f"i{generation}",
+                                      restart_count=generation), when=start + timedelta(seconds=121))
+    stops = [big_rank_event(generation, r, version=3, status="STOPPED", exit_code=137, stop_code="UserInitiated",
+                            reason=RECOVERY_STOP_REASON, when=start + timedelta(seconds=130))
+             for r in range(len(failed), RANKS)]
+    restarting = ours(JobStateChanged(job_id=BIG_JOB, state="RESTARTING", incident_id=f"i{generation}",
+                                      restart_count=generation + 1), when=start + timedelta(seconds=200))
+    return [running, [*failures, recovering], stops, [restarting]]
+
+
+def test_a_2048_rank_job_item_stays_small_restart_after_restart() -> None:
+    # GIVEN a 2,048-rank job that runs, fails (once every rank at once: the fabric), is stopped and restarted
+    # by recovery, five times, and then runs again (DESIGN §10: the issue's bound)
+    state = ProjectionState()
+    peaks = []
+    for generation in range(6):
+        phases = big_job_generation(generation, fabric_failure=generation == 1, restart=generation < 5)
+        peak = 0
+        for phase in phases:
+            for raw in phase:
+                fold(state, ev(raw), CONFIG)
+            # WHEN its item is measured as DynamoDB counts an item's size, after every phase
+            peak = max(peak, item_size(state.items[(JOB, BIG_JOB)]))
+        peaks.append(peak)
+        # THEN it stays under 100 KB (DynamoDB's limit is 400 KB; the item that kept every generation's ranks
+        # passed it in the first generation) ...
+        assert peak <= JOB_ITEM_BOUND, f"generation {generation}: {peaks} bytes"
+    # ... and the history does not make it grow
+    assert max(peaks[2:]) - peaks[1] <= 1024, peaks
+    # AND it still says what the job is: its current generation runs, five restarts behind it, and its ranks
+    # are this generation's tasks
+    job = state.items[(JOB, BIG_JOB)]
+    assert (job["state"], job["task_count"], job["running_count"], job["failed_count"], job["restart_count"]) == (
+        "RUNNING", RANKS, RANKS, 0, 5)
+    assert sorted(job_ranks(job)) == sorted(ecs_task_arn(5, rank) for rank in range(RANKS))

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.core.clocktext import epoch_seconds
-from consumers.core.projection import JOB, NODE, TASK, ProjectionConfig, fold_all
+from consumers.core.projection import JOB, NODE, TASK, ProjectionConfig, fold_all, job_ranks
 from events_schema.aws import TaskStateChange
 from events_schema.decode import StreamEvent, decode
 from replay.rebuild import rebuild
@@ -121,7 +121,7 @@ def test_a_job_id_launched_again_after_its_ttl_is_a_new_job() -> None:
     rebuilt = rebuild(records(first + later + again), CONFIG, retention=retention(sweep_every=10))
     # THEN the job is folded as the live projector folds it after DynamoDB deleted the old item
     job = rebuilt.state.items[(JOB, "job:nightly")]
-    assert sorted(job["tasks"]) == [task_arn(9_002)] and job["state"] == "RUNNING"
+    assert sorted(job_ranks(job)) == [task_arn(9_002)] and job["state"] == "RUNNING"
 
 
 def in_shard_order(events: list[Timed], lag: list[float]) -> list[RawRecord]:

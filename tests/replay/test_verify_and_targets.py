@@ -10,7 +10,7 @@ import pytest
 
 from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore, create_tables
 from consumers.core.ports import StreamRecord
-from consumers.core.projection import JOB, NODE, TASK, ProjectionConfig, ProjectionState
+from consumers.core.projection import JOB, NODE, TASK, ProjectionConfig, ProjectionState, job_ranks
 from consumers.projector import Projector
 from events_schema.events import TaskTagsCaptured
 from gpu_recovery.apps import PROJECTOR_APP, identity_rules
@@ -89,7 +89,7 @@ def test_verify_matches_a_live_projection_whose_job_came_from_tags_in_earlier_ba
     # THEN live and replay agree, and the job is the tag's, with both ranks and the failure
     assert code == 0, capsys.readouterr().out
     (job,) = DynamoProjectionStore(dynamodb, LIVE).scan_table(JOB)
-    assert (job["job_id"], sorted(job["tasks"]), job["state"]) == ("llama-run-7", [task_arn(5), task_arn(6)],
+    assert (job["job_id"], sorted(job_ranks(job)), job["state"]) == ("llama-run-7", [task_arn(5), task_arn(6)],
                                                                    "INTERRUPTED")
 
 
