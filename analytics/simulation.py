@@ -22,6 +22,9 @@ of its state. ``summarize`` turns that into the report. Definitions:
 * An **action** is a changing AWS call recovery made; one idempotency key acting twice is listed.
 * The **state** is recovery's records as its table holds them (keys and JSON bodies, records past their
   TTL gone), sampled at every virtual day.
+
+Why one module (about 500 lines): every figure is defined above and computed below from the same recorded
+run; the charts live apart (``analytics/simulation_html.py``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Own events read back from the stream are a record and drive nothing. Deadlines f
 clock: each shard publishes its position (its newest event time while behind, the wall clock once caught
 up) and timers fire against the slowest. A record that cannot be read, or that makes the decision fail,
 is parked and the batch goes on; only infrastructure errors are retried.
+
+Why one module (about 630 lines): it is one loop with one state (the positions, the outbox being flushed,
+the fault hooks); the decisions are the core's and the calls the actuator's, and what is left here is the
+order of those steps, which reads best in one place.
 """
 
 from __future__ import annotations

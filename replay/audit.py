@@ -5,6 +5,9 @@ Two passes over the source, both streaming: the first finds what the subject is 
 incidents; an incident's node, jobs and triggering task; a node's incidents), the second collects
 every event about the subject or its links. Only matching events are kept, de-duplicated by id.
 A cheap byte search skips records that cannot match before anything is decoded.
+
+Why one module (about 440 lines): the two passes, the links they follow and the timeline's rows share one
+idea of "about this subject"; the rendering of rows is the short tail of the file.
 """
 
 from __future__ import annotations

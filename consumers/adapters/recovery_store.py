@@ -20,6 +20,10 @@ Layout (table ``gpu_recovery_state``, keys ``pk``/``sk``):
 | ``outbox#<owner>`` | ``<seq>``                  | outputs not yet done (zlib JSON)               |
 | ``clock``          | ``<shard>``                | each shard's position (the stream's clock)     |
 | ``secret``         | ``check-key``              | the key per-check secrets derive from          |
+
+Why one module (about 420 lines): the DynamoDB store and its in-memory twin sit together on purpose, so a
+change to the layout is made to both at once (tests/adapters/test_recovery_store_contract.py holds them to
+the same contract).
 """
 
 from __future__ import annotations

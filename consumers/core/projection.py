@@ -9,6 +9,11 @@ interleaving of per-entity-ordered histories gives the same items.
 
 The ECS rules (which job a task belongs to, GPU task, failure, lifecycle) are the recovery's own, from
 ``consumers/core/facts.py``: the tables and recovery never disagree about what a job is.
+
+Why one module (about 750 lines): the three tables are one fold whose entities feed each other in the same
+step (a task's event changes its job; recovery's own events change jobs, nodes and tasks); split by table,
+each part would import the others' registers back. The per-rank encoding of the job item lives apart, in
+``consumers/core/job_ranks.py``.
 """
 
 from __future__ import annotations
