@@ -65,7 +65,7 @@ from events_schema.aws import (
     Ec2InstanceStateChange,
     TaskStateChange,
 )
-from events_schema.commands import REPEATABLE, CommandModel, StartTask
+from events_schema.commands import REPEATABLE, CommandModel, ListTagsForResource, StartTask
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import Envelope, OurEvent, Subject, make_envelope
 from events_schema.events import (
@@ -457,6 +457,12 @@ def _first_keys(inputs: Sequence[Input]) -> set[RecordKey]:
                 keys.add(("incident", outcome.incident_id))
             if outcome.job_id:
                 keys.add(("job", outcome.job_id))
+            # A burst's outcomes (every rank's tags read, every rank restarted) come back in one batch: their
+            # tasks are loaded together, not one NeedMore round each (ROUNDS would run out at ~25 ranks).
+            if isinstance(outcome.action, ListTagsForResource):
+                keys.add(("task", outcome.action.target))
+            if isinstance(outcome.action, StartTask) and outcome.detail.get("task_arn"):
+                keys.add(("task", str(outcome.detail["task_arn"])))
         elif isinstance(item, TimerInput):
             keys.add(item.record)
     return keys
