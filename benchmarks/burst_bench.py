@@ -26,9 +26,11 @@ from one client on the same server in the same run, after the round. ``ratio = s
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import math
 import queue
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.burst_worker import WorkerSpec, run_worker
-from benchmarks.stats import Figure, Target, figure, progress, rounded
+from benchmarks.stats import Figure, Target, baseline, figure, percentile, progress, rounded, tail
 
 JOB = "job:burst"
 TARGET = Target("<=", 2)
+TARGET_TAIL_MS = Target("<", 1000)  # the recovery benchmark's decision-latency tail target
 CHUNKS, BURST_S = 10, 1.0
 NCCL_TIMEOUT = ("[Rank {rank}] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=81, "
                 "OpType=ALLREDUCE) ran for 600000 milliseconds before timing out")
@@ -82,6 +85,7 @@ class Round:
     worker_stats: dict[int, dict[str, Any]] = field(default_factory=dict)
     catch_up_s: float = 0.0
     skipped_s: float = 0.0
+    batches: list[tuple[float, int, int, float]] = field(default_factory=list)  # at, worker, records, seconds
 
 
 class BurstDriver:
@@ -96,6 +100,7 @@ class BurstDriver:
         self.generation = self.ctx.Value("i", 0)
         self._buffer: list[dict[str, Any]] = []
         self._puts: list[float] = []
+        self._skips: list[float] = []  # when the driver skipped simulated time (a timer may fire): a stimulus
         self._workers: list[Any] = []
         self._round: Round | None = None
         self._setup(endpoint, shards)
@@ -173,6 +178,7 @@ class BurstDriver:
         self.sent = [self.ctx.Value("i", 0) for _ in range(count)]
         self.received = [0] * count
         self.stop = self.ctx.Event()
+        self.armed = self.ctx.Value("i", 0)
         self.queue = self.ctx.Queue()
         self._round = round_
         settings = self.settings.model_dump()
@@ -180,7 +186,7 @@ class BurstDriver:
         for index in range(count):
             spec = WorkerSpec(index, f"burst-w{index}", tuple(shard_ids[index::count]), settings, self.poll_s)
             process = self.ctx.Process(target=run_worker, daemon=True, name=f"recovery-worker-{index}", args=(
-                spec, self.offset, self.generation, self.quiet, self.sent[index], self.stop, self.queue))
+                spec, self.offset, self.generation, self.quiet, self.sent[index], self.stop, self.queue, self.armed))
             process.start()
             self._workers.append(process)
         try:
@@ -220,6 +226,10 @@ class BurstDriver:
             if kind == "done":
                 if round_ is not None:
                     round_.worker_stats[worker] = message[3]
+                continue
+            if kind == "batch":  # not counted in the worker's ``sent``
+                if round_ is not None:
+                    round_.batches.append((at, worker, message[3], message[4]))
                 continue
             self.received[worker] += 1
             if kind == "event" and round_ is not None:
@@ -282,6 +292,7 @@ class BurstDriver:
         if upcoming > now:
             jump = min((upcoming - now).total_seconds(), MAX_JUMP_S)
             self.clock.advance(jump)
+            self._skips.append(time.perf_counter())
             if self._round is not None:
                 self._round.skipped_s += jump
             self._bump()
@@ -293,6 +304,7 @@ class BurstDriver:
         with self.workers(workers, round_):
             progress(f"burst: {workers} recovery worker(s) catching up with the stream")
             round_.catch_up_s = self.drive(self._quiescent, what="catching up", skip_time=False)
+            self.armed.value = 1  # the workers' DynamoDB units from here on are the burst's
             self._burst(round_, first_rank)
             progress(f"burst: {self.ranks} ranks stopped in {round_.burst_put_s:.2f} s; recovery until the job "
                      "runs again")
@@ -423,9 +435,53 @@ def _measure(driver: BurstDriver, round_: Round) -> dict[str, Any]:
         out[name] = {"seconds": rounded(seconds), "floor_s": rounded(floor_s), "calls": calls,
                      "ratio": rounded(seconds / floor_s) if floor_s else None}
     out["simulator_s"] = rounded(round_.simulator_s)
+    out["decision_latency_ms"] = _decision_latencies(driver, round_)
+    out["bare_call_ms"] = rounded(1000 * statistics.median(durations)) if durations else None
+    out["records_per_s_by_worker"] = _records_per_s(round_)
+    out["ddb"] = _ddb(round_)
     out["ok"] = bool(marks.restart_calls == round_.ranks and marks.duplicate_stops == 0
                      and out["restart_decision"] is not None)
     return out
+
+
+def _decision_latencies(driver: BurstDriver, round_: Round) -> list[float]:
+    """Per DecisionRecorded after the burst began: ms since the last stimulus before it (a PutRecords of
+    the fleet's, or the driver skipping simulated time so a timer could fire)."""
+    stimuli = sorted(t for t in (*driver._puts, *driver._skips) if t >= round_.t0)
+    out = []
+    for event in sorted((e for e in round_.events if e.at >= round_.t0 and e.data["type"] == "DecisionRecorded"),
+                        key=lambda e: e.at):
+        before = bisect.bisect_right(stimuli, event.at)
+        if before:
+            out.append(1000 * (event.at - stimuli[before - 1]))
+    return out
+
+
+def _records_per_s(round_: Round) -> dict[str, Any]:
+    """Records each worker read after the burst began, over the seconds it spent in the polls that read them."""
+    out: dict[str, Any] = {}
+    for worker in sorted({b[1] for b in round_.batches}):
+        mine = [b for b in round_.batches if b[1] == worker and b[0] >= round_.t0]
+        records, seconds = sum(b[2] for b in mine), sum(b[3] for b in mine)
+        out[str(worker)] = {"records": records, "busy_s": rounded(seconds),
+                            "records_per_s": rounded(records / seconds) if seconds else None}
+    return out
+
+
+def _ddb(round_: Round) -> dict[str, Any]:
+    """The burst's DynamoDB units, every worker together, and the records they read meanwhile."""
+    usage = [stats.get("ddb_burst") for stats in round_.worker_stats.values()]
+    if not usage or any(u is None for u in usage):
+        return {}
+    tables: dict[str, dict[str, float]] = {}
+    for one in usage:
+        for table, row in one["by_table"].items():
+            mine = tables.setdefault(table, {"wcu": 0.0, "rcu": 0.0, "requests": 0})
+            for k, v in row.items():
+                mine[k] += v
+    records = sum(b[2] for b in round_.batches if b[0] >= round_.t0)
+    return {"wcu": sum(u["wcu"] for u in usage), "rcu": sum(u["rcu"] for u in usage),
+            "requests": sum(u["requests"] for u in usage), "records": records, "by_table": tables}
 
 
 def _count(items: Iterator[str]) -> dict[str, int]:
@@ -494,12 +550,106 @@ def _figures(rounds: list[dict[str, Any]], ranks: int, runs: int, worker_counts:
                  note="seconds from the first STOPPED record in the stream to the last sibling StopTask and to the "
                       "restart decision, over the floor")
     out["by_workers"] = by_workers
-    return {"burst.ratio_vs_floor": out}
+    return {"burst.ratio_vs_floor": out, **_latency_figures(rounds, inputs), **_rate_figure(rounds, inputs),
+            **ddb_figures(rounds, ranks, job_item)}
+
+
+def _latency_figures(rounds: list[dict[str, Any]], common: dict[str, Any]) -> dict[str, Figure]:
+    """Decision latency pooled over every round: p50, and p99 over >= 1,000 samples (else the max, so named)."""
+    every = [ms for r in rounds for ms in r["decision_latency_ms"]]
+    bare = [r["bare_call_ms"] for r in rounds if r.get("bare_call_ms")]
+    if not every or not bare:
+        raise RuntimeError("burst: no decision was timed")
+    name, value = tail(every)
+    inputs = {"ranks": common["ranks"], "rounds": len(rounds), "runs": len(rounds), "samples": len(every),
+              "worker_counts": common["worker_counts"], "tail_is": name,
+              "what": "per DecisionRecorded after the first STOPPED record: ms since the last stimulus before it "
+                      "(a PutRecords of the fleet's, or a skip of simulated time that lets a timer fire)"}
+    base = baseline("one bare AWS call on the same server (the median of the floor's calls)", bare, "ms",
+                    "one bare AWS call")
+    p50 = figure([percentile(every, 50)], unit="ms", inputs=inputs, baseline=base)
+    p50["ratio_vs_bare_call"] = rounded(p50["value"] / statistics.median(bare))
+    high = figure([value], unit="ms", inputs=inputs, target=TARGET_TAIL_MS, baseline=base,
+                  note=f"{name} of {len(every)} decisions" + ("" if name == "p99" else " (too few for a p99)"))
+    high["stat"] = name
+    high["ratio_vs_bare_call"] = rounded(value / statistics.median(bare))
+    return {"burst.decision_latency_ms.p50": p50, "burst.decision_latency_ms.tail": high}
+
+
+def _rate_figure(rounds: list[dict[str, Any]], common: dict[str, Any]) -> dict[str, Figure]:
+    """Records/s per worker with the most workers, as a ratio of the one-worker round's (same run, same job)."""
+    def rates(workers: int) -> list[float]:
+        return [row["records_per_s"] for r in rounds if r["workers"] == workers
+                for row in r["records_per_s_by_worker"].values() if row["records_per_s"]]
+
+    most, fewest = max(common["worker_counts"]), min(common["worker_counts"])
+    mine, single = rates(most), rates(fewest)
+    if not mine or not single:
+        raise RuntimeError("burst: no worker read a record after the burst")
+    inputs = {"workers": most, "baseline_workers": fewest, "runs": len(mine), "ranks": common["ranks"],
+              "by_round": [{"workers": r["workers"], **r["records_per_s_by_worker"]} for r in rounds],
+              "what": "records a worker read after the burst over the seconds its polls took (deciding included)"}
+    out = figure(mine, unit="records/s", inputs=inputs,
+                 baseline=baseline(f"{fewest} worker reading every shard, same burst, same run", single,
+                                   "records/s", f"{fewest} worker"))
+    out["ratio_vs_one_worker"] = rounded(statistics.median(mine) / statistics.median(single))
+    return {"burst.records_per_s_per_worker": out}
+
+
+# DynamoDB on-demand throughput, US East (N. Virginia), Standard table class: $0.625 per million write request
+# units and $0.125 per million read request units, the prices since the 50% reduction of 2024-11-01 (AWS
+# What's New, 2024-11-14; https://aws.amazon.com/dynamodb/pricing/on-demand/, read 2026-11-29). A
+# transactional write costs 2 units per KB and a strongly consistent read 1 per 4 KB (counted so in
+# ``benchmarks.ddb_capacity``).
+USD_PER_MILLION_WRU = 0.625
+USD_PER_MILLION_RRU = 0.125
+PRICE_SOURCE = ("https://aws.amazon.com/dynamodb/pricing/on-demand/ (us-east-1, Standard; the prices since the "
+                "2024-11-01 reduction; read 2026-11-29)")
+# Llama 3 405B: 419 unexpected interruptions in 54 days on 2,048 nodes (The Llama 3 Herd of Models, 2024, Table 5).
+LLAMA3_FAULTS_PER_MONTH = 419 / 54 * 30.4
+
+
+def ddb_figures(rounds: list[dict[str, Any]], ranks: int, job_item: int | None) -> dict[str, Figure]:
+    """Units per event and per recovered fault (the burst is one fault) and the month's bill at the Llama 3 rate.
+
+    Counted on the one-worker rounds: a worker knows the size of every item it wrote before (a write's units
+    depend on the larger of before and after); two workers would each miss the other's writes."""
+    single = [r["ddb"] for r in rounds if r["workers"] == 1 and r.get("ddb")]
+    if not single:
+        raise RuntimeError("burst: no DynamoDB usage from a one-worker round")
+    wcu_event = [d["wcu"] / d["records"] for d in single]
+    rcu_event = [d["rcu"] / d["records"] for d in single]
+    wcu_fault, rcu_fault = [d["wcu"] for d in single], [d["rcu"] for d in single]
+    usd = [LLAMA3_FAULTS_PER_MONTH * (w * USD_PER_MILLION_WRU + r * USD_PER_MILLION_RRU) / 1e6
+           for w, r in zip(wcu_fault, rcu_fault, strict=True)]
+    inputs = {"ranks": ranks, "runs": len(single), "per_round": single, "price_source": PRICE_SOURCE,
+              "usd_per_million_wru": USD_PER_MILLION_WRU, "usd_per_million_rru": USD_PER_MILLION_RRU,
+              "faults_per_month": rounded(LLAMA3_FAULTS_PER_MONTH),
+              "what": "the recovery consumer's DynamoDB units (state, ledger, checkpoints, parked) from the first "
+                      "STOPPED record until the job runs again, from item sizes (moto's ConsumedCapacity is a "
+                      "constant); events = the stream records the worker read meanwhile"}
+    per_event = baseline("one write unit per event: a per-event conditional UpdateItem of <= 1 KB (the "
+                         "projector benchmark's baseline)", [1.0] * len(single), "WCU/event", "1 WCU per event")
+    out = {
+        "dynamodb.wcu_per_event": figure(wcu_event, unit="WCU/event", inputs=inputs, baseline=per_event,
+                                         note="ratio to the baseline = the value (1 unit per event)"),
+        "dynamodb.rcu_per_event": figure(rcu_event, unit="RCU/event", inputs=inputs),
+        "dynamodb.wcu_per_fault": figure(wcu_fault, unit="WCU/fault", inputs=inputs,
+                                         note=f"one fault = a {ranks}-rank job's burst, stopped and restarted"),
+        "dynamodb.rcu_per_fault": figure(rcu_fault, unit="RCU/fault", inputs=inputs),
+        "dynamodb.usd_per_month": figure(usd, unit="USD/month", inputs=inputs,
+                                         note=f"{LLAMA3_FAULTS_PER_MONTH:.0f} faults a month (Llama 3's rate), each "
+                                              f"like this {ranks}-rank burst, at on-demand prices"),
+    }
+    if job_item is not None:
+        out["dynamodb.job_item_bytes"] = figure([float(job_item)], unit="bytes", inputs={"ranks": ranks, "runs": 1},
+                                                target=Target("<", 400 * 1024),
+                                                note="the job's record after the restart (DynamoDB's item limit: "
+                                                     "400 KB)")
+    return out
 
 
 def _median_of(rounds: list[dict[str, Any]], milestone: str) -> dict[str, Any] | None:
-    import statistics
-
     rows = [r[milestone] for r in rounds if r.get(milestone)]
     if not rows:
         return None

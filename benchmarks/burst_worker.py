@@ -84,15 +84,39 @@ def _summary(event: dict[str, Any]) -> dict[str, Any]:
             "incident_id": data.get("incident_id"), "node_arn": data.get("node_arn")}
 
 
-def run_worker(spec: WorkerSpec, offset: Any, generation: Any, quiet: Any, sent: Any, stop: Any, out: Any) -> None:
-    """The worker's loop until ``stop``; any failure is reported on ``out`` (and the driver stops)."""
+def run_worker(spec: WorkerSpec, offset: Any, generation: Any, quiet: Any, sent: Any, stop: Any, out: Any,
+               armed: Any) -> None:
+    """The worker's loop until ``stop``; any failure is reported on ``out`` (and the driver stops).
+
+    ``armed`` is set by the driver just before the burst: the DynamoDB units counted from then on are the
+    burst's (the worker keeps a copy of its usage each time it is idle and the burst has not begun)."""
     try:
-        _loop(spec, offset, generation, quiet, sent, stop, out)
+        _loop(spec, offset, generation, quiet, sent, stop, out, armed)
     except BaseException:  # reported to the driver, which fails the figure with it
         out.put(("error", spec.index, time.perf_counter(), traceback.format_exc()))
 
 
-def _loop(spec: WorkerSpec, offset: Any, generation: Any, quiet: Any, sent: Any, stop: Any, out: Any) -> None:
+def _accountant(settings: Any, session: Any) -> Any:
+    """DynamoDB units of this worker's session, counted from item sizes (``benchmarks.ddb_capacity``); the
+    key schemas and an UpdateItem's result are read with a session of their own, outside the count."""
+    import boto3
+
+    from benchmarks.ddb_capacity import Accountant, SizeBook, item_reader, key_schema_reader
+    from gpu_recovery.aws import AwsClients
+
+    aside = AwsClients(settings, session=boto3.session.Session()).client("dynamodb")
+    accountant = Accountant(SizeBook(key_schema_reader(aside)), item_reader(aside))
+    accountant.attach(session)
+    return accountant
+
+
+def _usage(accountant: Any, names: dict[str, str]) -> dict[str, Any]:
+    return {"by_table": accountant.usage.by_table(names), "wcu": accountant.usage.total_wcu,
+            "rcu": accountant.usage.total_rcu, "requests": accountant.usage.total_requests}
+
+
+def _loop(spec: WorkerSpec, offset: Any, generation: Any, quiet: Any, sent: Any, stop: Any, out: Any,
+          armed: Any) -> None:
     import boto3
 
     from benchmarks.fleet_setup import SharedClock
@@ -106,6 +130,10 @@ def _loop(spec: WorkerSpec, offset: Any, generation: Any, quiet: Any, sent: Any,
     session = boto3.session.Session()
     probe = Probe(spec.index, out, sent)
     probe.attach(session)
+    accountant = _accountant(settings, session)
+    names = {settings.recovery_table: "recovery", settings.ledger_table: "ledger",
+             settings.checkpoint_table: "checkpoints", settings.parked_table: "parked"}
+    before_burst = _usage(accountant, names)
     clients = AwsClients(settings, session=session)
     recovery = wiring.build_recovery(clients, clock=SharedClock(offset).now, owner=spec.owner)
     reader = LocalReader(clients.client("kinesis"), settings.stream_name, wiring.RECOVERY_APP,
@@ -116,7 +144,11 @@ def _loop(spec: WorkerSpec, offset: Any, generation: Any, quiet: Any, sent: Any,
     while not stop.is_set():
         current = int(generation.value)
         writes = probe.writes
-        if reader.poll():
+        began = time.perf_counter()
+        delivered = reader.poll()
+        if delivered:
+            # Not counted in ``sent``: the driver's quiet check is about calls and events, not reads.
+            out.put(("batch", spec.index, time.perf_counter(), delivered, time.perf_counter() - began))
             continue
         if current != idle_generation or writes != confirmed or time.monotonic() - idle_at > IDLE_TICK_S:
             recovery.on_idle()  # every shard of this worker is drained: its deadlines, on the stream's clock
@@ -125,9 +157,22 @@ def _loop(spec: WorkerSpec, offset: Any, generation: Any, quiet: Any, sent: Any,
                 # Nothing read, called or appended since the driver's last move: the driver may skip time.
                 quiet[spec.index] = current
                 confirmed = writes
+                if not armed.value:
+                    before_burst = _usage(accountant, names)
         time.sleep(spec.poll_s)
-    out.put(("done", spec.index, time.perf_counter(), {"actions": recovery.actions, "conflicts": recovery.conflicts,
-                                                      "parked": recovery.parked}))
+    after = _usage(accountant, names)
+    out.put(("done", spec.index, time.perf_counter(), {
+        "actions": recovery.actions, "conflicts": recovery.conflicts, "parked": recovery.parked,
+        "ddb_burst": _minus(after, before_burst)}))
+
+
+def _minus(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """The units and requests between two copies of the usage (the burst's share)."""
+    tables = {}
+    for table, row in after["by_table"].items():
+        base = before["by_table"].get(table, {})
+        tables[table] = {k: v - base.get(k, 0) for k, v in row.items()}
+    return {"by_table": tables, **{k: after[k] - before[k] for k in ("wcu", "rcu", "requests")}}
 
 
 def _surface(exc: BaseException) -> None:
