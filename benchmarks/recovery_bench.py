@@ -224,8 +224,8 @@ class ScenarioSample:
 def run_scenario(name: str, server: str = "process") -> ScenarioSample:
     """One scenario on a fresh embedded AWS, with its timeline and consumer time."""
     from benchmarks.server import embedded_aws
-    from gpu_recovery.aws import AwsClients
     from gpu_recovery import wiring
+    from gpu_recovery.aws import AwsClients
     from gpu_recovery.settings import load_settings
     from local.scenario import load_scenario
 
