@@ -132,7 +132,7 @@ class BurstDriver:
         self.fleet = ReactiveFleet(
             self.sim.client("ecs"), self.sim.client("ec2"), self.clock, self._emit,
             cluster_name=self.settings.cluster_name, account_id=self.settings.account_id,
-            region=self.settings.region, reports=_Bumping(writer, self._bump),
+            region=self.settings.region, reports=_Bumping(writer, self._bump),  # type: ignore[arg-type]  # only append() is used
             health_check_family=self.settings.health_check_task)
         self.store = DynamoRecoveryStore(self.sim.client("dynamodb"), self.settings.recovery_table)
 
@@ -252,7 +252,7 @@ class BurstDriver:
     def _quiescent(self) -> bool:
         current = self.generation.value
         due = self.fleet.next_due()
-        return (all(q == current for q in self.quiet) and all(r == s.value for r, s in zip(
+        return (all(self.quiet[i] == current for i in range(len(self.quiet))) and all(r == s.value for r, s in zip(
             self.received, self.sent, strict=True)) and (due is None or due > self.clock.now()))
 
     def _next_due(self) -> datetime | None:
@@ -470,8 +470,8 @@ def _records_per_s(round_: Round) -> dict[str, Any]:
 
 def _ddb(round_: Round) -> dict[str, Any]:
     """The burst's DynamoDB units, every worker together, and the records they read meanwhile."""
-    usage = [stats.get("ddb_burst") for stats in round_.worker_stats.values()]
-    if not usage or any(u is None for u in usage):
+    usage: list[dict[str, Any]] = [s["ddb_burst"] for s in round_.worker_stats.values() if s.get("ddb_burst")]
+    if not usage or len(usage) != len(round_.worker_stats):
         return {}
     tables: dict[str, dict[str, float]] = {}
     for one in usage:
