@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks.stats import Figure, progress, unmeasured
 
-GROUPS = ("core", "projector", "replay", "recovery", "cli")
+GROUPS = ("core", "projector", "replay", "recovery", "cli", "burst")
 KEYS: dict[str, tuple[str, ...]] = {
     "core": ("core.events_per_s", "core.ratio_vs_from_json", "core.ratio_vs_json_loads"),
     "projector": ("projector.ratio_vs_update_item", "projector.requests_per_event", "projector.events_per_s",
@@ -23,6 +23,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "recovery": ("recovery.decision_latency_ms.p50", "recovery.decision_latency_ms.max",
                  "recovery.incident_overhead_s"),
     "cli": ("cli.startup_s",),
+    "burst": ("burst.ratio_vs_floor", "burst.decision_latency_ms.p50", "burst.decision_latency_ms.tail",
+              "burst.records_per_s_per_worker", "dynamodb.wcu_per_event", "dynamodb.rcu_per_event",
+              "dynamodb.wcu_per_fault", "dynamodb.rcu_per_fault", "dynamodb.usd_per_month",
+              "dynamodb.job_item_bytes"),
 }
 
 
@@ -46,6 +50,8 @@ class Sizes:
     recovery_rounds: int
     recovery_scenarios: tuple[str, ...]
     cli_runs: int
+    burst_ranks: int = 16
+    burst_runs: int = 1
     groups: tuple[str, ...] = GROUPS
     server: str = "process"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +62,8 @@ class Sizes:
                      projector_batches=2, projector_runs=3, kcl_events=1_000, kcl_runs=5,
                      replay_sizes=(100_000, 1_000_000), replay_runs=3, stream_events=20_000, stream_rounds=5,
                      memory_nodes=1_000, memory_days=(30, 180), recovery_rounds=3,
-                     recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=20)
+                     recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=20,
+                     burst_ranks=2_048, burst_runs=1)
 
     @staticmethod
     def quick() -> Sizes:
@@ -65,7 +72,8 @@ class Sizes:
                      projector_batches=1, projector_runs=2, kcl_events=210, kcl_runs=3,
                      replay_sizes=(20_000, 100_000), replay_runs=1, stream_events=5_000, stream_rounds=3,
                      memory_nodes=100, memory_days=(30, 180), recovery_rounds=1,
-                     recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=5)
+                     recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=5,
+                     burst_ranks=16, burst_runs=1)
 
     @staticmethod
     def tiny() -> Sizes:
@@ -74,7 +82,7 @@ class Sizes:
                      projector_batches=1, projector_runs=2, kcl_events=70, kcl_runs=2, replay_sizes=(200, 400),
                      replay_runs=1, stream_events=100, stream_rounds=1, memory_nodes=8, memory_days=(30, 60),
                      recovery_rounds=1, recovery_scenarios=("02-xid48-reboot",),
-                     cli_runs=2)
+                     cli_runs=2, burst_ranks=4, burst_runs=1)
 
     def only(self, groups: tuple[str, ...]) -> Sizes:
         return replace(self, groups=groups)
@@ -135,6 +143,10 @@ def run_suite(sizes: Sizes) -> dict[str, Any]:
 
         figures |= _guarded(KEYS["recovery"], lambda: bench_recovery(sizes.recovery_rounds, sizes.recovery_scenarios,
                                                                      sizes.server))
+    if "burst" in sizes.groups:
+        from benchmarks.burst_bench import bench_burst
+
+        figures |= _guarded(KEYS["burst"], lambda: bench_burst(sizes.burst_ranks, runs=sizes.burst_runs))
     for group in sizes.groups:
         for key in KEYS[group]:
             figures.setdefault(key, {"value": None, "met": None, "error": "not measured"})

@@ -9,7 +9,7 @@ that GetRecords gave, as the daemon's does.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -106,6 +106,7 @@ class LocalReader:
         checkpoints: CheckpointStore,
         *,
         batch_limit: int = 1000,
+        shards: Collection[str] | None = None,
     ) -> None:
         self._kinesis = kinesis
         self._stream = stream_name
@@ -113,13 +114,16 @@ class LocalReader:
         self._factory = processor_factory
         self._checkpoints = checkpoints
         self._limit = batch_limit
+        # The shards this reader owns (a worker's leases when several share a stream); None: every shard.
+        self._owned = frozenset(shards) if shards is not None else None
         self._shards: dict[str, _Shard] = {}
 
     def poll(self) -> int:
         """One pass over every shard, draining each up to its current tip; returns records delivered."""
         delivered = 0
         for shard in list_shards(self._kinesis, self._stream):
-            delivered += self._drain(shard["ShardId"])
+            if self._owned is None or shard["ShardId"] in self._owned:
+                delivered += self._drain(shard["ShardId"])
         return delivered
 
     def run_until_idle(self, idle_polls: int = 1) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.__main__ import main
 from benchmarks.stats import TAIL_MIN_SAMPLES, Target, figure, pair_ratios, percentile, tail
-from benchmarks.suite import KEYS
+from benchmarks.suite import GROUPS, KEYS
 
 WITH_TARGET = {"core.ratio_vs_from_json", "core.ratio_vs_json_loads", "projector.ratio_vs_update_item",
                "projector.requests_per_event", "projector.ratio_vs_naive", "projector.ddb_requests_per_event",
@@ -61,12 +61,12 @@ def test_a_tail_is_a_p99_only_over_enough_samples() -> None:
 def test_the_tiny_suite_prints_one_json_object_with_every_key(capsys: pytest.CaptureFixture[str]) -> None:
     # GIVEN the suite at its tiny sizes (every benchmark once, on fresh embedded AWS servers)
     # WHEN it runs with --json
-    assert main(["--tiny", "--json"]) == 0
+    assert main(["--tiny", "--json", "--only", ",".join(g for g in GROUPS if g != "burst")]) == 0
     result = json.loads(capsys.readouterr().out)
     # THEN one object holds every figure of the issue, each with its runs, inputs, target and baseline
     assert result["mode"] == "tiny"
     assert {"nproc", "cpu_model", "memory_gib", "python"} <= set(result["machine"])
-    for key in (k for keys in KEYS.values() for k in keys):
+    for key in (k for group, keys in KEYS.items() if group != "burst" for k in keys):
         fig = result[key]
         assert "error" not in fig, f"{key}: {fig.get('error')}"
         assert isinstance(fig["value"], int | float), key
@@ -99,3 +99,35 @@ def test_the_tiny_suite_prints_one_json_object_with_every_key(capsys: pytest.Cap
     assert latency["inputs"]["decisions_timed"] > 0
     assert result["cli.startup_s"]["inputs"]["heavy_modules_loaded"] == []
     assert set(result["replay.peak_rss_mb"]["by_events"]) == {"200", "400"}
+
+
+BURST_WITH_BASELINE = {"burst.ratio_vs_floor", "burst.decision_latency_ms.p50", "burst.decision_latency_ms.tail",
+                       "burst.records_per_s_per_worker", "dynamodb.wcu_per_event"}
+
+
+@pytest.mark.slow  # ~35 s on 2 cores: the embedded AWS, a 4-node fleet, two rounds of recovery workers
+def test_the_tiny_burst_measures_every_figure_against_its_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN the burst at its tiny size: a 4-rank job, every rank stopping within a second
+    # WHEN it runs with one and then two recovery workers
+    assert main(["--tiny", "--json", "--only", "burst"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # THEN every figure was measured, the ones with a baseline name it, and both rounds restarted the job once
+    for key in KEYS["burst"]:
+        fig = result[key]
+        assert "error" not in fig, f"{key}: {fig.get('error')}"
+        assert isinstance(fig["value"], int | float) and fig["value"] > 0, key
+        if key in BURST_WITH_BASELINE:
+            assert fig["baseline"]["what"], key
+    burst = result["burst.ratio_vs_floor"]["inputs"]
+    assert burst["all_ok"] is True and [r["workers"] for r in burst["per_round"]] == [1, 2]
+    assert all(r["restart_start_tasks"] == burst["ranks"] and r["duplicate_stops"] == 0 for r in burst["per_round"])
+    # AND two workers split the stream: each read records of its own shards
+    two = next(r for r in burst["per_round"] if r["workers"] == 2)
+    assert set(two["records_per_s_by_worker"]) == {"0", "1"}
+    # AND the tail is named for what it is; the units are counted and priced with their source
+    tail_fig = result["burst.decision_latency_ms.tail"]
+    assert tail_fig["stat"] == ("p99" if tail_fig["inputs"]["samples"] >= TAIL_MIN_SAMPLES else "max")
+    ddb = result["dynamodb.wcu_per_event"]["inputs"]
+    assert ddb["per_round"][0]["by_table"]["recovery"]["wcu"] > 0 and ddb["per_round"][0]["records"] > 0
+    assert "aws.amazon.com/dynamodb/pricing" in ddb["price_source"]
+    assert result["dynamodb.job_item_bytes"]["met"] is True

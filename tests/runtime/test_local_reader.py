@@ -80,3 +80,24 @@ def test_each_batch_says_how_far_behind_the_tip_it_is(kinesis: Any) -> None:
     assert (first, last) == (10, 5)
     assert 250 <= behind_first < 5_000
     assert behind_last == 0
+
+
+def test_a_reader_given_shards_reads_only_those(kinesis: Any) -> None:
+    # GIVEN a 3-shard stream with records on every shard, and two workers sharing it: one owns a shard,
+    # the other the rest (as KCL leases would split them)
+    kinesis.create_stream(StreamName="s", ShardCount=3)
+    put(kinesis, range(0, 30))
+    shards = [s["ShardId"] for s in kinesis.list_shards(StreamName="s")["Shards"]]
+    checkpoints, one, rest = MemoryCheckpoints(), Recorder(), Recorder()
+
+    def worker(handler: Recorder, owned: list[str]) -> LocalReader:
+        return LocalReader(kinesis, "s", "app", lambda: ShardProcessor(handler, on_fatal=lambda e: None),
+                           checkpoints, shards=owned)
+
+    # WHEN each drains its own shards
+    worker(one, shards[:1]).run_until_idle()
+    worker(rest, shards[1:]).run_until_idle()
+    # THEN each saw only its shards' records, and together every record once
+    assert {s for s, _ in one.seen} == set(shards[:1])
+    assert {s for s, _ in rest.seen} <= set(shards[1:])
+    assert sorted(n for _, n in one.seen + rest.seen) == list(range(30))
