@@ -95,6 +95,7 @@ class RecoveryFold:
         self.stats = RecoveryStats()
         self.tombstones: dict[Key, dict[str, Any]] = {}
         self._newest: str | None = None
+        self._newest_limit = ""
 
     def add(self, event: StreamEvent, record: RawRecord) -> None:
         if isinstance(event, ECS_EVENTS):
@@ -122,13 +123,16 @@ class RecoveryFold:
             self.stats.foreign_cluster += 1
             return False
         at = iso(event.time)
-        reference, kind = ((iso(record.arrival), "its arrival") if record.arrival is not None
-                           else (self._newest, "the newest event folded"))
-        if reference is not None and at > iso(parse_iso(reference) + self.rules.future_skew):
+        reference: str | None
+        if record.arrival is not None:
+            reference, limit, kind = iso(record.arrival), iso(record.arrival + self.rules.future_skew), "its arrival"
+        else:
+            reference, limit, kind = self._newest, self._newest_limit, "the newest event folded"
+        if reference is not None and at > limit:
             self.stats.skip_future(record.position, at, reference, kind)
             return False
         if self._newest is None or at > self._newest:
-            self._newest = at
+            self._newest, self._newest_limit = at, iso(event.time + self.rules.future_skew)
         return True
 
     def records(self) -> dict[Key, Any]:
