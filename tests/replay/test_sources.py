@@ -311,3 +311,18 @@ def test_demo_record_into_a_folder_is_refused(tmp_path: Path, capsys: Any) -> No
 
     assert main(["demo", "--record", str(tmp_path)]) == 2
     assert "--record" in capsys.readouterr().err
+
+
+def test_the_demo_clock_maps_a_wall_time_to_what_it_said_then() -> None:
+    # GIVEN a virtual clock moved twice, at wall times 100 and 105 (it was made at 90)
+    from local.clock import VirtualClock
+
+    walls = iter([90.0, 100.0, 105.0])
+    clock = VirtualClock(datetime(2026, 11, 27, 9, tzinfo=UTC), wall=lambda: next(walls))
+    clock.advance(60)
+    clock.advance_to(datetime(2026, 11, 27, 9, 20, tzinfo=UTC))
+    # THEN a record that arrived between two moves arrived, on the virtual clock, at the earlier one's time
+    assert clock.at_wall(95.0) == datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    assert clock.at_wall(100.0) == clock.at_wall(104.9) == datetime(2026, 11, 27, 9, 1, tzinfo=UTC)
+    assert clock.at_wall(200.0) == datetime(2026, 11, 27, 9, 20, tzinfo=UTC)
+    assert clock.at_wall(10.0) == datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # before it was made: its start
