@@ -16,13 +16,12 @@ from consumers.adapters.dynamodb import DynamoParkingLot, DynamoProjectionStore,
 from consumers.adapters.recovery_store import DynamoRecoveryStore
 from consumers.core.clocktext import iso
 from consumers.core.ports import StreamRecord
-from consumers.core.projection import ProjectionConfig
 from consumers.core.recovery.model import Incident
 from consumers.projector import Projector
 from events_schema.envelope import OurEvent, Subject
 from events_schema.events import RecoveryRecorded
 from gpu_recovery import wiring
-from gpu_recovery.apps import identity_rules
+from gpu_recovery.apps import identity_rules, projection_config
 from gpu_recovery.cli import main
 from gpu_recovery.settings import load_settings
 from replay.recovery import RecoveryFold, RecoveryRules, fill_recovery_table, live_summary, scan_records
@@ -174,7 +173,7 @@ def live_tables(dynamodb: Any, world: World) -> DynamoRecoveryStore:
     create_tables(dynamodb, SETTINGS.table_names())
     projector = Projector(DynamoProjectionStore(dynamodb, SETTINGS.projection_tables()),
                           DynamoParkingLot(dynamodb, SETTINGS.parked_table),
-                          ProjectionConfig(health_check_family=SETTINGS.health_check_task, ttl_days=SETTINGS.ttl_days))
+                          projection_config(SETTINGS))
     lines = history(world)
     projector.handle_batch([StreamRecord("shardId-000000000000", str(i), "pk", data) for i, data in enumerate(lines)])
     store = DynamoRecoveryStore(dynamodb, SETTINGS.recovery_table)
