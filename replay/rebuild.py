@@ -104,11 +104,20 @@ class ReplayStats:
         }
 
 
+def retention_json(retention: Retention | None) -> dict[str, int]:
+    """What the TTL retention dropped: items that expired and left, and late records that would have
+    brought an expired item back (``replay.retention``)."""
+    if retention is None:
+        return {"expired": 0, "late_dropped": 0}
+    return {"expired": retention.expired, "late_dropped": retention.late_dropped}
+
+
 @dataclass
 class Rebuilt:
     state: ProjectionState
     stats: ReplayStats
     recovery: RecoveryFold | None = None
+    retention: Retention | None = None  # what the TTL retention dropped (its counts go in the summary)
 
     def items_per_table(self) -> dict[str, int]:
         counts = Counter(table for table, _ in self.state.items)
@@ -156,7 +165,7 @@ def rebuild(
                 tick(stats)
     keep.finish(state)
     stats.seconds = clock() - started
-    return Rebuilt(state, stats, recovery)
+    return Rebuilt(state, stats, recovery, keep)
 
 
 def _decode(record: RawRecord, stats: ReplayStats) -> StreamEvent | None:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from replay.audit import CATEGORY_TITLE, Timeline
 from replay.leases import ConsumerCheck
-from replay.rebuild import Rebuilt, ReplayStats
+from replay.rebuild import Rebuilt, ReplayStats, retention_json
 from replay.recovery import RecoveryFold
 from replay.sources import Source
 from replay.verify import VerifyReport
@@ -84,6 +84,10 @@ def print_summary(rebuilt: Rebuilt, console: Console, *, target: str) -> None:
         console.print(bad)
     items = ", ".join(f"{table} {count:,}" for table, count in rebuilt.items_per_table().items())
     console.print(f"items: {items} -> {target}")
+    kept = retention_json(rebuilt.retention)
+    if any(kept.values()):
+        console.print(f"retention: {kept['expired']:,} expired items left the fold (as DynamoDB's TTL deletes "
+                      f"them), {kept['late_dropped']:,} late records of expired items dropped")
     if rebuilt.recovery is not None:
         _print_recovery(rebuilt.recovery, console)
 

@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from gpu_recovery.aws import AwsClients
-    from replay.rebuild import TimeWindow, rebuild
+    from replay.rebuild import TimeWindow, rebuild, retention_json
     from replay.report import ReplayProgress, print_summary, print_verify
 
     settings = settings_from(args)
@@ -160,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
                           check_key=check_key, recovery=fold)
     summary: dict[str, Any] = {"source": source.description, "target": target,
                                "stats": rebuilt.stats.as_json(), "items": rebuilt.items_per_table(),
+                               "retention": retention_json(rebuilt.retention),
                                "recovery_fold": _fold_json(fold)}
     # Verify before writing: with --target live it reports what the overwrite is about to change.
     report = _verify(rebuilt, clients, settings, now) if args.verify else None
