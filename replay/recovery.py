@@ -96,6 +96,9 @@ class RecoveryFold:
         self.tombstones: dict[Key, dict[str, Any]] = {}
         self._newest: str | None = None
         self._newest_limit = ""
+        # TaskTagsCaptured is keyed by the job, not by its task's shard: a replay reading shards in any
+        # order can read the tags first, and the fold drops tags of a task it does not know.
+        self._early_tags: dict[str, list[tuple[OurEvent, str]]] = {}
 
     def add(self, event: StreamEvent, record: RawRecord) -> None:
         if isinstance(event, ECS_EVENTS):
@@ -106,14 +109,28 @@ class RecoveryFold:
             self.stats.recorded += 1
         elif isinstance(event, OurEvent) and isinstance(event.data, TaskTagsCaptured):
             self.stats.tags += 1
+            if self.view.task(event.data.task_arn) is None:
+                self._early_tags.setdefault(event.data.task_arn, []).append((event, record.position))
+                return  # read before its task's events (another shard): folded right after the task's first
         else:
             return  # nothing else changes a record (decisions, outcomes, reports: their results are recorded)
+        self._fold(event, record.position)
+        if isinstance(event, TaskStateChange) and event.detail.taskArn in self._early_tags:
+            for tags, position in self._early_tags.pop(event.detail.taskArn):
+                self._fold(tags, position)
+
+    @property
+    def tags_without_task(self) -> int:
+        """Tags held for a task whose events the history did not hold (or that were skipped)."""
+        return sum(len(held) for held in self._early_tags.values())
+
+    def _fold(self, event: StreamEvent, position: str) -> None:
         try:
             fold_event(self.view, event, self.rules.identity)
         except Exception as exc:  # one record the fold cannot take: counted and named, never fatal
             if is_infrastructure(exc):
                 raise
-            self.stats.fail(record.position, exc)
+            self.stats.fail(position, exc)
         self.tombstones.update(self.view.retired)
         self.view.settled()
 

@@ -193,7 +193,7 @@ def recovery_rules(settings: Any) -> RecoveryRules:
 
 
 def _fold_json(fold: RecoveryFold) -> dict[str, Any]:
-    return {"records": fold.counts(), **fold.stats.as_json()}
+    return {"records": fold.counts(), **fold.stats.as_json(), "tags_without_task": fold.tags_without_task}
 
 
 def _checked_target(target: str) -> str:

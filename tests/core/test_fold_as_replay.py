@@ -62,8 +62,8 @@ def test_captured_tags_share_the_shard_of_their_tasks_events() -> None:
     assert tags.partition_key == grouped.partition_key(raw)
 
 
-@pytest.mark.xfail(strict=True, reason="for the lead: the fold drops tags of a task it has not seen; harmless once "
-                   "the tags share their task's shard (the test above), else keep them for the task's first event")
+@pytest.mark.xfail(strict=True, reason="for the lead: the core fold drops tags of a task it has not seen (replay holds "
+                   "them itself: replay/recovery.py); harmless once the tags share their task's shard (the test above)")
 def test_tags_folded_before_their_task_still_give_the_job_live_has() -> None:
     # GIVEN the stream of a job whose identity came from its tags
     world = World()

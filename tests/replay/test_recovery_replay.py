@@ -19,7 +19,7 @@ from consumers.core.ports import StreamRecord
 from consumers.core.recovery.model import Incident
 from consumers.projector import Projector
 from events_schema.envelope import OurEvent, Subject
-from events_schema.events import RecoveryRecorded
+from events_schema.events import RecoveryRecorded, TaskTagsCaptured
 from gpu_recovery import wiring
 from gpu_recovery.apps import identity_rules, projection_config
 from gpu_recovery.cli import main
@@ -27,7 +27,7 @@ from gpu_recovery.settings import load_settings
 from replay.recovery import RecoveryFold, RecoveryRules, fill_recovery_table, live_summary, scan_records
 from replay.sources import RawRecord
 from tests.core.recovery_world import World
-from tests.factories import CLUSTER, REGION, at, node_event, ours, task_event
+from tests.factories import CLUSTER, REGION, at, node_event, ours, task_arn, task_event
 
 SETTINGS = load_settings(region=REGION)  # the factories' cluster is in us-west-2
 RULES = RecoveryRules(identity_rules(SETTINGS), CLUSTER, timedelta(minutes=5))
@@ -129,6 +129,33 @@ def test_an_event_is_judged_against_its_arrival_time_when_the_source_has_it() ->
     assert node is not None and node.facts.agent_connected is False and node.facts.ecs_version == 2
     assert fold.stats.future_time == 1
     assert fold.stats.skipped == [f"s:3: event time {iso(at(460))} is beyond the skew after its arrival {iso(at(100))}"]
+
+
+def test_tags_read_before_their_tasks_events_still_give_the_job_live_has() -> None:
+    # GIVEN the stream of a job whose identity came from its tags (no --group: ECS sets family:NAME)
+    world = World()
+    world.nodes(2)
+    world.job([(1, 1), (2, 2)], group="family:llm-train")
+    world.settle_orders()
+    # WHEN a replay reads the shard of the TaskTagsCaptured records (keyed by the job) before the shard of
+    # the task events
+    tags = [e for e in world.stream if isinstance(e, OurEvent) and isinstance(e.data, TaskTagsCaptured)]
+    assert len(tags) == 2
+    fold = RecoveryFold(RULES)
+    for i, event in enumerate([*tags, *(e for e in world.stream if e not in tags)]):
+        fold.add(event, RawRecord(f"s:{i}", line(event)))
+    # THEN the fold holds them until their task's first event and gives what live holds: the job, both ranks
+    assert fold.summary() == world.summary()
+    (job,) = fold.summary()["jobs"].values()
+    assert job["ranks"] == 2
+    assert (fold.tags_without_task, fold.stats.tags, fold.stats.errors) == (0, 2, 0)
+
+
+def test_tags_of_a_task_the_history_never_shows_are_counted_not_folded() -> None:
+    fold = RecoveryFold(RULES)
+    data = TaskTagsCaptured(task_arn=task_arn(99), tags=[{"key": "gpu-recovery:job", "value": "j"}])
+    fold.add(OurEvent(ours(data, when=at(1)), data), RawRecord("s:1", b""))
+    assert (fold.tags_without_task, fold.summary()["jobs"]) == (1, {})
 
 
 def test_a_finished_job_leaves_the_fold_and_only_its_tombstone_stays() -> None:
