@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
 
 from gpu_recovery.settings import Settings
 from local.embedded_aws import EmbeddedAws
@@ -29,8 +31,24 @@ def aws_endpoint(settings: Settings, say: Say) -> Iterator[Settings]:
         yield settings.model_copy(update={"endpoint_url": aws.endpoint_url})
 
 
-def run_demo(settings: Settings, say: Say, wiring: Wiring, scenario: str = DEFAULT_SCENARIO) -> ScenarioResult:
+def run_demo(settings: Settings, say: Say, wiring: Wiring, scenario: str = DEFAULT_SCENARIO,
+             record: str | Path | None = None) -> ScenarioResult:
+    """Play the scenario; ``record``: then write every record of the stream there (``demo --record``)."""
     plan = load_scenario(scenario)
     say(f"scenario {plan.name}: {plan.title}")
     with aws_endpoint(settings, say) as local:
-        return ScenarioRun(plan, local, say, wiring=wiring).run()
+        run = ScenarioRun(plan, local, say, wiring=wiring)
+        result = run.run()
+        if record is not None:
+            say(f"recorded {record_run(run, record):,} stream records to {record}")
+        return result
+
+
+def record_run(run: ScenarioRun, path: str | Path) -> int:
+    """Every record of the run's stream, with arrival times on the run's virtual clock."""
+    from local.recording import record_stream
+
+    def virtual(arrival: datetime) -> datetime:
+        return run.clock.at_wall(arrival.timestamp())
+
+    return record_stream(run.sim_clients.client("kinesis"), run.settings.stream_name, path, arrival=virtual)

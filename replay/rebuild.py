@@ -1,4 +1,5 @@
-"""Fold a history into the projections with the live projector's own pure core.
+"""Fold a history into the projections with the live projector's own pure core, and (beside it, from the
+same decoded events) into recovery's records with the recovery core's fold (``replay.recovery``).
 
 Memory holds one item per entity and never the events: records stream in, are decoded, folded and
 dropped. The fold's registers are last-writer-wins on a total order (ECS versions, our events' time
@@ -18,6 +19,7 @@ from consumers.core.errors import UnwritableItem, is_infrastructure
 from consumers.core.projection import TABLES, EntityKey, Item, ProjectionConfig, ProjectionState
 from events_schema.decode import MalformedRecord, StreamEvent, decode
 from events_schema.envelope import OurEvent
+from replay.recovery import RecoveryFold
 from replay.retention import Retention
 from replay.sources import RawRecord
 
@@ -102,10 +104,20 @@ class ReplayStats:
         }
 
 
+def retention_json(retention: Retention | None) -> dict[str, int]:
+    """What the TTL retention dropped: items that expired and left, and late records that would have
+    brought an expired item back (``replay.retention``)."""
+    if retention is None:
+        return {"expired": 0, "late_dropped": 0}
+    return {"expired": retention.expired, "late_dropped": retention.late_dropped}
+
+
 @dataclass
 class Rebuilt:
     state: ProjectionState
     stats: ReplayStats
+    recovery: RecoveryFold | None = None
+    retention: Retention | None = None  # what the TTL retention dropped (its counts go in the summary)
 
     def items_per_table(self) -> dict[str, int]:
         counts = Counter(table for table, _ in self.state.items)
@@ -125,11 +137,13 @@ def rebuild(
     clock: Callable[[], float] = time.monotonic,
     check_key: Callable[[EntityKey], None] | None = None,
     retention: Retention | None = None,
+    recovery: RecoveryFold | None = None,
 ) -> Rebuilt:
     """Decode and fold every record; a record that fails either is counted by kind and reason, never fatal,
     and leaves the state as it was (what the live projector parks, replay leaves out). ``check_key``: the
     target store's own key check (an event whose key it would refuse is left out too). Expired items
-    leave as DynamoDB's TTL deletes them (``replay.retention``)."""
+    leave as DynamoDB's TTL deletes them (``replay.retention``). ``recovery``: also fold every event in the
+    window into recovery's records (the two consumers park independently)."""
     state = UndoableState()
     keep = retention or Retention(config)
     stats = ReplayStats()
@@ -140,6 +154,8 @@ def rebuild(
         if event is not None and (window is None or window.contains(event.time)):
             if _fold_one(state, event, keep, check_key, stats, record.position):
                 _count(stats, event)
+            if recovery is not None:
+                recovery.add(event, record)
         elif event is not None:
             stats.outside_window += 1
         if stats.records % TICK_EVERY == 0:
@@ -149,7 +165,7 @@ def rebuild(
                 tick(stats)
     keep.finish(state)
     stats.seconds = clock() - started
-    return Rebuilt(state, stats)
+    return Rebuilt(state, stats, recovery, keep)
 
 
 def _decode(record: RawRecord, stats: ReplayStats) -> StreamEvent | None:

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from replay.audit import CATEGORY_TITLE, Timeline
 from replay.leases import ConsumerCheck
-from replay.rebuild import Rebuilt, ReplayStats
+from replay.rebuild import Rebuilt, ReplayStats, retention_json
+from replay.recovery import RecoveryFold
 from replay.sources import Source
 from replay.verify import VerifyReport
 
@@ -83,6 +84,23 @@ def print_summary(rebuilt: Rebuilt, console: Console, *, target: str) -> None:
         console.print(bad)
     items = ", ".join(f"{table} {count:,}" for table, count in rebuilt.items_per_table().items())
     console.print(f"items: {items} -> {target}")
+    kept = retention_json(rebuilt.retention)
+    if any(kept.values()):
+        console.print(f"retention: {kept['expired']:,} expired items left the fold (as DynamoDB's TTL deletes "
+                      f"them), {kept['late_dropped']:,} late records of expired items dropped")
+    if rebuilt.recovery is not None:
+        _print_recovery(rebuilt.recovery, console)
+
+
+def _print_recovery(fold: RecoveryFold, console: Console) -> None:
+    stats = fold.stats
+    records = ", ".join(f"{kind} {count:,}" for kind, count in fold.counts().items())
+    console.print(f"recovery records: {records} (from {stats.ecs_events:,} ECS events and "
+                  f"{stats.recorded:,} RecoveryRecorded)")
+    if stats.foreign_cluster or stats.future_time or stats.errors:
+        console.print(f"[yellow]recovery skipped[/] {stats.foreign_cluster:,} ECS events of another cluster and "
+                      f"{stats.future_time:,} dated beyond the allowed skew (live parks them); "
+                      f"{stats.errors:,} could not be folded")
 
 
 def print_verify(report: VerifyReport, console: Console) -> None:

@@ -1,4 +1,5 @@
-"""Where a rebuilt state goes: a JSON file, new shadow tables, or (deliberately) the live tables."""
+"""Where a rebuilt state goes: a JSON file, new shadow tables, or (deliberately) the live tables.
+(Recovery's records go to its own table: ``replay.recovery``.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from consumers.core.errors import UnwritableItem
 from consumers.core.ports import ItemWrite, ProjectionStore
@@ -34,8 +35,9 @@ def item_line(item: Item) -> str:
     return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def render_lines(state: ProjectionState) -> Iterator[str]:
-    """``{"ecs_job": [...], "ecs_node": [...], "ecs_task": [...]}``, one item per line, sorted by key.
+def render_lines(state: ProjectionState, recovery: Mapping[str, Any] | None = None) -> Iterator[str]:
+    """``{"ecs_job": [...], "ecs_node": [...], "ecs_task": [...], "recovery": {...}}``, one item per line,
+    sorted by key; ``recovery`` (when given): one incident, node or job per line.
 
     The same state always renders to the same bytes: tables and keys sorted, items sorted by key.
     """
@@ -46,14 +48,32 @@ def render_lines(state: ProjectionState) -> Iterator[str]:
         yield f"{json.dumps(table)}: ["
         for i, item in enumerate(rows):
             yield ("\n" if i == 0 else ",\n") + item_line(item)
-        yield ("\n]" if rows else "]") + (",\n" if t < len(tables) - 1 else "\n")
+        yield ("\n]" if rows else "]") + (",\n" if t < len(tables) - 1 or recovery is not None else "\n")
+    if recovery is not None:
+        yield from _render_recovery(recovery)
     yield "}\n"
 
 
-def write_file(state: ProjectionState, path: str) -> None:
+def _render_recovery(recovery: Mapping[str, Any]) -> Iterator[str]:
+    """``"recovery": {"incidents": [...], "jobs": {...}, "nodes": {...}}`` (``summary``'s own order of
+    incidents: by opening time)."""
+    yield '"recovery": {\n'
+    sections = sorted(recovery)
+    for s, section in enumerate(sections):
+        value = recovery[section]
+        lines = ([item_line(entry) for entry in value] if isinstance(value, list)
+                 else [f"{json.dumps(key, ensure_ascii=False)}: {item_line(value[key])}" for key in sorted(value)])
+        opening, closing = ("[", "]") if isinstance(value, list) else ("{", "}")
+        yield f"{json.dumps(section)}: {opening}"
+        yield "".join(("\n" if i == 0 else ",\n") + line for i, line in enumerate(lines))
+        yield ("\n" if lines else "") + closing + (",\n" if s < len(sections) - 1 else "\n")
+    yield "}\n"
+
+
+def write_file(state: ProjectionState, path: str, recovery: Mapping[str, Any] | None = None) -> None:
     """Write atomically (a temp file renamed over the target); ``-`` writes to stdout."""
     if path == "-":
-        sys.stdout.writelines(render_lines(state))
+        sys.stdout.writelines(render_lines(state, recovery))
         sys.stdout.flush()
         return
     target = Path(path)
@@ -61,7 +81,7 @@ def write_file(state: ProjectionState, path: str) -> None:
     handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.writelines(render_lines(state))
+            out.writelines(render_lines(state, recovery))
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -73,8 +93,11 @@ def write_file(state: ProjectionState, path: str) -> None:
 
 def shadow_table_names(tables: Mapping[str, str], stamp: datetime) -> dict[str, str]:
     """``ecs_task`` -> ``ecs_task-replay-20261128T100000Z``: new tables beside the live ones."""
-    suffix = stamp.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return {logical: f"{tables[logical]}-replay-{suffix}" for logical in TABLES}
+    return {logical: shadow_name(tables[logical], stamp) for logical in TABLES}
+
+
+def shadow_name(table: str, stamp: datetime) -> str:
+    return f"{table}-replay-{stamp.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 @dataclass

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
-from gpu_recovery.commands.common import add_aws_options, progress, settings_from
+from gpu_recovery.commands.common import add_aws_options, fail, progress, settings_from
 
 
 def register(subparsers: Any) -> None:
@@ -21,6 +22,9 @@ def register(subparsers: Any) -> None:
                         help="a scenario name from scenarios/ (a prefix is enough, e.g. 01) or a YAML/JSON path")
     parser.add_argument("--list", action="store_true", help="list the shipped scenarios and exit")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--record", metavar="PATH",
+                        help="also write every stream record (JSON lines with shard, sequence number, partition "
+                        "key and arrival time) to PATH, for 'gpu-recovery replay --source file:PATH'")
     parser.set_defaults(handler=run)
 
 
@@ -31,15 +35,20 @@ def run(args: argparse.Namespace) -> int:
         for name in scenario_names():
             print(f"{name:32s} {load_scenario(name).title}")
         return 0
+    if args.record and os.path.isdir(args.record):
+        return fail(f"--record {args.record} is a folder", f"name a file in it, e.g. {args.record}/stream.jsonl")
     from local.demo import run_demo
 
     settings = settings_from(args)
     say = progress(quiet=args.json)
     from gpu_recovery import wiring
 
-    result = run_demo(settings, say, wiring, args.scenario)
+    result = run_demo(settings, say, wiring, args.scenario, record=args.record)
     if args.json:
-        print(json.dumps(result.as_json(), indent=2, sort_keys=True, default=str))
+        out = result.as_json()
+        if args.record:
+            out["recorded_to"] = args.record
+        print(json.dumps(out, indent=2, sort_keys=True, default=str))
     else:
         from gpu_recovery.render import demo_tables
 

@@ -1,7 +1,8 @@
 """``gpu-recovery replay``: rebuild the tables from the stream or its archive; compare with live.
 
-Replay never acts: it reads history, folds it with the live projector's pure core and writes items.
-Nothing here (or in ``replay/``) imports an actuator or the recovery consumer.
+Replay never acts: it reads history, folds it with the live projector's pure core and the recovery
+core's fold, and writes items and records. Nothing here (or in ``replay/``) imports an actuator or the
+recovery consumer.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
 
     from gpu_recovery.aws import AwsClients
+    from replay.recovery import RecoveryFold, RecoveryRules
     from replay.sources import ClientFactory, Source
 
-TARGET_HELP = ("shadow (default: new tables <name>-replay-<UTC time>), file:PATH (one JSON object, '-' for "
-               "stdout), live (overwrite the live tables; needs --yes) or none (with --verify: compare only)")
+TARGET_HELP = ("shadow (default: new tables <name>-replay-<UTC time>, the recovery's too), file:PATH (one JSON "
+               "object with a 'recovery' section, '-' for stdout), live (overwrite the live tables; needs --yes) "
+               "or none (with --verify: compare only)")
 EXIT_DIFFERENT = 1
 EXIT_REFUSED = 2
 
@@ -72,15 +75,17 @@ def kinesis_client(settings: Any) -> KinesisClient:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "replay", help="rebuild the tables from the stream or its archive (never acts)",
-        description="Fold the history with the live projector's own core into shadow tables, a file or "
-        "(with --yes) the live tables. --verify compares the result with the live tables and exits 1 on "
-        "any difference. Replay makes no ECS, EC2, SSM or SNS call.",
+        description="Fold the history with the live projector's own core, and the recovery core's fold, into "
+        "shadow tables, a file or (with --yes) the live tables. --verify compares the result with the live "
+        "tables and the live recovery state, and exits 1 on any difference. Replay makes no ECS, EC2, SSM or "
+        "SNS call.",
     )
     add_aws_options(parser)
     add_source_options(parser)
     parser.add_argument("--target", default="shadow", help=TARGET_HELP)
     parser.add_argument("--verify", action="store_true",
-                        help="compare the rebuilt items with the live tables; exit 1 on any difference")
+                        help="compare the rebuilt items with the live tables, and the rebuilt recovery with the "
+                        "live recovery table; exit 1 on any difference")
     parser.add_argument("--yes", action="store_true", help="confirm --target live")
     parser.add_argument("--force", action="store_true",
                         help="with --target live: overwrite even while consumers hold leases")
@@ -132,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from gpu_recovery.aws import AwsClients
-    from replay.rebuild import TimeWindow, rebuild
+    from replay.rebuild import TimeWindow, rebuild, retention_json
     from replay.report import ReplayProgress, print_summary, print_verify
 
     settings = settings_from(args)
@@ -147,12 +152,16 @@ def _run(args: argparse.Namespace) -> int:
     with ReplayProgress(source, enabled=not args.no_progress) as bar:
         from consumers.adapters.dynamodb import check_key
         from gpu_recovery.apps import projection_config
+        from replay.recovery import RecoveryFold
 
+        fold = RecoveryFold(recovery_rules(settings))
         # Keys the live tables would refuse are left out, as the live projector parks their records.
         rebuilt = rebuild(source.records(), projection_config(settings), window=window, tick=bar.tick,
-                          check_key=check_key)
+                          check_key=check_key, recovery=fold)
     summary: dict[str, Any] = {"source": source.description, "target": target,
-                               "stats": rebuilt.stats.as_json(), "items": rebuilt.items_per_table()}
+                               "stats": rebuilt.stats.as_json(), "items": rebuilt.items_per_table(),
+                               "retention": retention_json(rebuilt.retention),
+                               "recovery_fold": _fold_json(fold)}
     # Verify before writing: with --target live it reports what the overwrite is about to change.
     report = _verify(rebuilt, clients, settings, now) if args.verify else None
     if report is not None:
@@ -160,6 +169,10 @@ def _run(args: argparse.Namespace) -> int:
     summary.update(_write(target, rebuilt, clients, settings, now, args))
     for key, problem in summary.get("unwritable", {}).items():
         print(f"gpu-recovery replay: not written: {key}: {problem}", file=sys.stderr)
+    for line in fold.stats.skipped:
+        print(f"gpu-recovery replay: recovery skipped {line}", file=sys.stderr)
+    for line in fold.stats.failed:
+        print(f"gpu-recovery replay: recovery could not fold {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
@@ -167,6 +180,20 @@ def _run(args: argparse.Namespace) -> int:
         if report is not None:
             print_verify(report, out)
     return EXIT_DIFFERENT if report is not None and not report.equal else 0
+
+
+def recovery_rules(settings: Any) -> RecoveryRules:
+    """The recovery consumer's folding rules from settings (``gpu_recovery.apps``: never the wiring)."""
+    from datetime import timedelta
+
+    from gpu_recovery.apps import identity_rules
+    from replay.recovery import RecoveryRules
+
+    return RecoveryRules(identity_rules(settings), settings.cluster_arn, timedelta(seconds=settings.future_skew_s))
+
+
+def _fold_json(fold: RecoveryFold) -> dict[str, Any]:
+    return {"records": fold.counts(), **fold.stats.as_json(), "tags_without_task": fold.tags_without_task}
 
 
 def _checked_target(target: str) -> str:
@@ -207,44 +234,69 @@ def _verify(rebuilt: Any, clients: AwsClients, settings: Any, now: datetime) -> 
     from botocore.exceptions import ClientError
 
     from consumers.adapters.dynamodb import DynamoProjectionStore
+    from replay.recovery import live_summary, scan_records
     from replay.targets import TargetError
-    from replay.verify import verify
+    from replay.verify import verify, verify_recovery
 
-    live = DynamoProjectionStore(clients.client("dynamodb"), settings.projection_tables())
+    dynamodb = clients.client("dynamodb")
+    live = DynamoProjectionStore(dynamodb, settings.projection_tables())
     try:
-        return verify(rebuilt.state, live.scan_table, now_epoch=int(now.timestamp()))
+        report = verify(rebuilt.state, live.scan_table, now_epoch=int(now.timestamp()))
+        verify_recovery(report, live_summary(scan_records(dynamodb, settings.recovery_table)),
+                        rebuilt.recovery.summary())
+        return report
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
             raise
-        names = ", ".join(settings.projection_tables().values())
+        names = ", ".join([*settings.projection_tables().values(), settings.recovery_table])
         raise TargetError(f"--verify: a live table is missing (looked for {names} in {settings.region}"
                           f"{' at ' + settings.endpoint_url if settings.endpoint_url else ''}); "
-                          "set TASK_TABLE_NAME / JOB_TABLE_NAME / NODE_TABLE_NAME if they are named "
-                          "otherwise") from None
+                          "set TASK_TABLE_NAME / JOB_TABLE_NAME / NODE_TABLE_NAME / GPU_RECOVERY_STATE_TABLE if "
+                          "they are named otherwise") from None
 
 
 def _write(
     target: str, rebuilt: Any, clients: AwsClients, settings: Any, now: datetime, args: argparse.Namespace
 ) -> dict[str, Any]:
     from consumers.adapters.dynamodb import DynamoProjectionStore, create_tables
-    from replay.targets import fill_tables, prune_tables, shadow_table_names, write_file
+    from replay.targets import fill_tables, prune_tables, shadow_name, shadow_table_names, write_file
 
     if target == "none":
         return {"written_to": "nowhere (--target none)"}
     if target.startswith("file:"):
-        write_file(rebuilt.state, target.removeprefix("file:"))
+        write_file(rebuilt.state, target.removeprefix("file:"), rebuilt.recovery.summary())
         return {"written_to": target}
     dynamodb = clients.client("dynamodb")
     if target == "shadow":
         names = shadow_table_names(settings.projection_tables(), now)
         create_tables(dynamodb, names)
         report = fill_tables(DynamoProjectionStore(dynamodb, names), rebuilt.state, empty=True)
-        return {"written_to": "shadow tables " + ", ".join(names.values()), "shadow_tables": names,
-                "written": report.written, "unwritable": report.unwritable}
+        recovery = _write_recovery(dynamodb, rebuilt, settings, shadow_name(settings.recovery_table, now))
+        return {"written_to": "shadow tables " + ", ".join([*names.values(), recovery["recovery_table"]]),
+                "shadow_tables": names, "written": report.written, "unwritable": report.unwritable, **recovery}
     names = settings.projection_tables()
     store = DynamoProjectionStore(dynamodb, names)
     report = fill_tables(store, rebuilt.state, empty=False)
     if args.prune:
         prune_tables(dynamodb, names, rebuilt.state, store.scan_table, report)
-    return {"written_to": "live tables " + ", ".join(names.values()), "written": report.written,
-            "deleted": report.deleted, "conflicts": report.conflicts, "unwritable": report.unwritable}
+    recovery = _write_recovery(dynamodb, rebuilt, settings, None)
+    return {"written_to": "live tables " + ", ".join([*names.values(), settings.recovery_table]),
+            "written": report.written, "deleted": report.deleted, "conflicts": report.conflicts,
+            "unwritable": report.unwritable, **recovery}
+
+
+def _write_recovery(dynamodb: Any, rebuilt: Any, settings: Any, shadow: str | None) -> dict[str, Any]:
+    """Recovery's records into a new shadow table (``shadow``) or over the live one, in its own layout."""
+    from datetime import timedelta
+
+    from consumers.adapters.dynamodb import create_tables
+    from consumers.adapters.recovery_store import DynamoRecoveryStore
+    from replay.recovery import fill_recovery_table
+
+    table = shadow or settings.recovery_table
+    if shadow is not None:
+        create_tables(dynamodb, {"recovery": table})
+    store = DynamoRecoveryStore(dynamodb, table, retention_days=settings.ttl_days)
+    written = fill_recovery_table(store, rebuilt.recovery.bodies(), empty=shadow is not None,
+                                  retention=timedelta(days=settings.ttl_days))
+    return {"recovery_table": table, "recovery_written": written}

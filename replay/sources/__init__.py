@@ -1,12 +1,14 @@
 """Where history comes from: the stream (every shard in parallel), the Firehose archive in S3, or files.
 
-Every source yields ``RawRecord(position, data)``: the bytes of one record exactly as stored, and where
-it was found (``shard:sequence``, ``s3://bucket/key:line``, ``path:line``). Decoding is the caller's:
-a line may be one of our envelopes or a raw EventBridge event, mixed freely.
+Every source yields ``RawRecord(position, data, arrival)``: the bytes of one record exactly as stored,
+where it was found (``shard:sequence``, ``s3://bucket/key:line``, ``path:line``) and, where the source keeps
+it (the stream, recorded files), when Kinesis took it in. Decoding is the caller's: a line may be one of our
+envelopes or a raw EventBridge event, mixed freely.
 
 Sources stream: nothing holds more than one line (files, S3) or a few batches per shard (stream).
-One module per idea: ``base`` (the protocol), ``framing`` (Firehose's lines and gzip), ``files``,
-``s3``, ``stream``; ``open_source`` turns a ``--source`` value into one of them.
+One module per idea: ``base`` (the protocol), ``framing`` (Firehose's lines and gzip), ``recorded``
+(lines kept with their Kinesis metadata), ``files``, ``s3``, ``stream``; ``open_source`` turns a
+``--source`` value into one of them.
 """
 
 from __future__ import annotations

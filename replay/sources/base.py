@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -12,6 +13,9 @@ from typing import Protocol
 class RawRecord:
     position: str
     data: bytes
+    # When Kinesis took the record in (the stream, and files recorded with their metadata); None when the
+    # source does not keep it (the Firehose archive, plain JSON Lines).
+    arrival: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

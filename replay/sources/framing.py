@@ -1,4 +1,5 @@
-"""Firehose's framing of stored objects: lines, gzip by its magic bytes, records written back to back.
+"""Firehose's framing of stored objects: lines, gzip by its magic bytes, records written back to back;
+and lines recorded with their Kinesis metadata (``recorded.py``), unwrapped.
 
 Firehose without a delimiter processor writes records back to back (``}{`` or ``} {`` on one line); an
 object may be gzip whatever its name. Nothing here holds more than one line.
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from replay.sources.base import RawRecord, SourceError
+from replay.sources.recorded import unwrap
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
@@ -55,10 +57,10 @@ def records_of_stream(stream: io.BufferedReader, where: str) -> Iterator[RawReco
         for number, line in enumerate(lines, start=1):
             parts = split_objects(line)
             if len(parts) == 1:
-                yield RawRecord(f"{where}:{number}", parts[0])
+                yield unwrap(parts[0], f"{where}:{number}")
             else:
                 for k, part in enumerate(parts, start=1):
-                    yield RawRecord(f"{where}:{number}#{k}", part)
+                    yield unwrap(part, f"{where}:{number}#{k}")
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a cut-off upload, or not gzip after all
         raise SourceError(f"{where} is not a whole gzip file: {exc} (after line {number}); re-fetch it or move it "
                           "out of the source") from None

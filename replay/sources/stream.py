@@ -161,7 +161,7 @@ def _batch(records: list[StreamRecord], cutoff: datetime, progress: _ShardProgre
         if progress.first is None:
             progress.first = arrival
         progress.last = arrival
-        batch.append(RawRecord(f"{record.shard_id}:{record.sequence_number}", record.data))
+        batch.append(RawRecord(f"{record.shard_id}:{record.sequence_number}", record.data, arrival))
     progress.records += len(batch)
     return batch, False
 
@@ -269,17 +269,17 @@ class ProcessStreamSource:
                 raise StreamReadError(payload)
             if kind == "done":
                 return
-            for position, data in payload:
-                yield RawRecord(position, data)
+            for position, data, arrival in payload:
+                yield RawRecord(position, data, arrival)
 
 
 def _read_in_child(factory: KinesisFactory, stream_name: str, options: dict[str, Any], out: Any) -> None:
     source = StreamSource(None, stream_name, **options)
     try:
         source.client = factory()
-        batch: list[tuple[str, bytes]] = []
+        batch: list[tuple[str, bytes, datetime | None]] = []
         for record in source.records():
-            batch.append((record.position, record.data))
+            batch.append((record.position, record.data, record.arrival))
             if len(batch) >= CHILD_BATCH:
                 out.put(("batch", batch, source.progress()))
                 batch = []

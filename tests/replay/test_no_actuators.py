@@ -122,11 +122,11 @@ def test_replay_and_audit_from_the_stream_make_no_acting_call(
     # GIVEN the story in a stream on the embedded moto server, and live tables to verify against
     # (named for this test: the server is shared by the whole session)
     stream = f"replay-{uuid.uuid4().hex[:8]}"
-    for variable in ("TASK_TABLE_NAME", "JOB_TABLE_NAME", "NODE_TABLE_NAME"):
+    for variable in ("TASK_TABLE_NAME", "JOB_TABLE_NAME", "NODE_TABLE_NAME", "GPU_RECOVERY_STATE_TABLE"):
         monkeypatch.setenv(variable, f"{stream}-{variable.split('_')[0].lower()}")
     settings = load_settings(endpoint_url=moto_server)
     create_tables(boto3.client("dynamodb", endpoint_url=moto_server, region_name="us-east-1"),
-                  settings.projection_tables())
+                  {**settings.projection_tables(), "recovery": settings.recovery_table})
     kinesis = boto3.client("kinesis", endpoint_url=moto_server, region_name="us-east-1")
     kinesis.create_stream(StreamName=stream, ShardCount=3)
     kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 1})

@@ -41,11 +41,11 @@ def test_the_same_history_replayed_twice_is_byte_identical(tmp_path: Path) -> No
     # WHEN replayed twice into files
     assert replay_to_file(history, tmp_path / "one.json") == 0
     assert replay_to_file(history, tmp_path / "two.json") == 0
-    # THEN the files are byte for byte the same, and hold the three tables sorted by key
+    # THEN the files are byte for byte the same, and hold the three tables sorted by key, and the recovery
     one = (tmp_path / "one.json").read_bytes()
     assert one == (tmp_path / "two.json").read_bytes()
     tables = json.loads(one)
-    assert sorted(tables) == ["ecs_job", "ecs_node", "ecs_task"]
+    assert sorted(tables) == ["ecs_job", "ecs_node", "ecs_task", "recovery"]
     assert [t["task_arn"] for t in tables["ecs_task"]] == sorted(t["task_arn"] for t in tables["ecs_task"])
     node1 = next(n for n in tables["ecs_node"] if n["container_instance_arn"] == NODE1)
     assert node1["repair_state"] == "HEALTHY" and node1["agent_connected"] is True

@@ -15,7 +15,15 @@ from typing import Any
 import boto3
 import pytest
 
-from replay.sources import FileSource, S3Source, SourceError, StreamSource, open_source, split_objects
+from replay.sources import (
+    FileSource,
+    S3Source,
+    SourceError,
+    StreamSource,
+    open_source,
+    records_of_stream,
+    split_objects,
+)
 from tests.replay.histories import incident_story, lines, put_records, write_jsonl
 
 
@@ -233,3 +241,88 @@ def test_a_failing_reader_process_is_reported(moto_server: str) -> None:
     # WHEN read THEN the child's error surfaces here, by name
     with pytest.raises(StreamReadError, match="ResourceNotFoundException"):
         list(source.records())
+
+
+def test_stream_records_carry_their_arrival_time(moto_server: str) -> None:
+    # GIVEN a record put on the stream just now
+    kinesis, name = _stream(moto_server, shards=1)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    _put(kinesis, name, [b"{}"])
+    # WHEN read by threads and by a reader process
+    from functools import partial
+
+    from replay.sources import ProcessStreamSource
+
+    factory = partial(boto3.client, "kinesis", endpoint_url=moto_server, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    (threaded,) = list(StreamSource(kinesis, name, now=now).records())
+    (forked,) = list(ProcessStreamSource(factory, name, now=now).records())
+    # THEN both carry Kinesis's arrival time
+    assert threaded.arrival is not None and before <= threaded.arrival <= now
+    assert forked.arrival == threaded.arrival
+
+
+# --- recorded streams (demo --record) ----------------------------------------------------------------
+
+
+def test_a_recorded_stream_reads_back_as_its_records_with_their_arrival_times(moto_server: str,
+                                                                              tmp_path: Path) -> None:
+    # GIVEN a 3-shard stream, recorded to a file (as demo --record does), and a gzip copy beside a plain file
+    from local.recording import record_stream, stream_records
+
+    kinesis, name = _stream(moto_server, shards=3)
+    _put(kinesis, name, [json.dumps({"n": i}).encode() for i in range(30)] + [b"not json"])
+    assert record_stream(kinesis, name, tmp_path / "rec" / "stream.jsonl") == 31
+    recorded = (tmp_path / "rec" / "stream.jsonl").read_bytes()
+    (tmp_path / "rec" / "zipped").write_bytes(gzip.compress(recorded))
+    write_jsonl(tmp_path / "rec" / "plain.jsonl", [{"plain": 1}])
+    # WHEN the folder is read as a replay source
+    records = list(FileSource(tmp_path / "rec").records())
+    # THEN each recorded line is the record it holds, bytes and arrival time, in shard order; plain lines as they are
+    stream = list(stream_records(kinesis, name))
+    assert [(r.data, r.arrival) for r in records] == [
+        (b'{"plain":1}', None), *[(s.data, s.arrival) for s in stream], *[(s.data, s.arrival) for s in stream]]
+    assert [s.shard_id for s in stream] == sorted(s.shard_id for s in stream)
+    first = json.loads(recorded.splitlines()[0])
+    assert (first["ShardId"], first["SequenceNumber"], first["PartitionKey"]) == (
+        stream[0].shard_id, stream[0].sequence_number, stream[0].partition_key)
+
+
+def test_a_line_that_only_looks_recorded_is_read_as_it_is() -> None:
+    # GIVEN lines that name SequenceNumber but are no recorded record: nested, or Data not base64
+    nested = b'{"detail":{"SequenceNumber":"1","PartitionKey":"k","Data":"e30="}}'
+    bad = b'{"SequenceNumber":"1","PartitionKey":"k","Data":"not base64!"}'
+    # AND recorded lines with the arrival time as the AWS CLI prints it (ISO 8601, or epoch seconds)
+    iso_line = b'{"SequenceNumber":"1","PartitionKey":"k","Data":"e30=","ApproximateArrivalTimestamp":' \
+               b'"2026-11-27T09:00:00.5+00:00"}'
+    epoch_line = b'{"SequenceNumber":"2","PartitionKey":"k","Data":"e30=","ApproximateArrivalTimestamp":1795770000.5}'
+    # WHEN read
+    records = list(records_of_stream(io.BufferedReader(io.BytesIO(b"\n".join([nested, bad, iso_line, epoch_line]))),
+                                     "f"))
+    # THEN the first two are left for the decoder to judge; the others unwrap, their times in UTC
+    assert [r.data for r in records] == [nested, bad, b"{}", b"{}"]
+    assert records[2].arrival == datetime(2026, 11, 27, 9, 0, 0, 500_000, tzinfo=UTC)
+    assert records[3].arrival == datetime.fromtimestamp(1795770000.5, UTC)
+
+
+def test_demo_record_into_a_folder_is_refused(tmp_path: Path, capsys: Any) -> None:
+    from gpu_recovery.cli import main
+
+    assert main(["demo", "--record", str(tmp_path)]) == 2
+    assert "--record" in capsys.readouterr().err
+
+
+def test_the_demo_clock_maps_a_wall_time_to_what_it_said_then() -> None:
+    # GIVEN a virtual clock moved twice, at wall times 100 and 105 (it was made at 90)
+    from local.clock import VirtualClock
+
+    walls = iter([90.0, 100.0, 105.0])
+    clock = VirtualClock(datetime(2026, 11, 27, 9, tzinfo=UTC), wall=lambda: next(walls))
+    clock.advance(60)
+    clock.advance_to(datetime(2026, 11, 27, 9, 20, tzinfo=UTC))
+    # THEN a record that arrived between two moves arrived, on the virtual clock, at the earlier one's time
+    assert clock.at_wall(95.0) == datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    assert clock.at_wall(100.0) == clock.at_wall(104.9) == datetime(2026, 11, 27, 9, 1, tzinfo=UTC)
+    assert clock.at_wall(200.0) == datetime(2026, 11, 27, 9, 20, tzinfo=UTC)
+    assert clock.at_wall(10.0) == datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # before it was made: its start

@@ -132,6 +132,49 @@ def test_verify_ignores_rev_and_items_ttl_already_deleted() -> None:
     assert report.equal and report.expired_skipped == 1
 
 
+def test_verify_skips_a_live_item_that_expired_and_the_replay_let_go() -> None:
+    # GIVEN live items the replay does not hold: one whose TTL passed (DynamoDB deletes such an item within
+    # days, not at once), one that has not expired yet, and one without a TTL
+    state = ProjectionState()
+    live = {TASK: [{"task_arn": "gone", "expires_at": 999}, {"task_arn": "due", "expires_at": 1_001}],
+            JOB: [{"job_id": "j", "state": "RUNNING"}], NODE: []}
+    # WHEN verified at epoch 1,000
+    report = verify(state, lambda table: live[table], now_epoch=1_000)
+    # THEN the expired one is counted as skipped; the other two are differences only live holds
+    assert report.expired_skipped == 1
+    assert [(d.table, d.key, d.kind) for d in report.diffs] == [(TASK, "due", "only_live"), (JOB, "j", "only_live")]
+
+
+def finished_long_ago() -> list[dict[str, Any]]:
+    """job:old's one task, run and finished 40 days before the incident story (the TTL is 30 days)."""
+    day = 86_400
+    return [task_event(7, node=3, version=2, status="RUNNING", group="job:old", when=at(-40 * day)),
+            task_event(7, node=3, version=3, status="STOPPED", exit_code=0, group="job:old",
+                       when=at(-40 * day + 3_600))]
+
+
+def test_replay_drops_an_expired_task_and_verify_skips_it_while_live_still_holds_it(
+        dynamodb: Any, tmp_path: Path, capsys: Any) -> None:
+    # GIVEN a job that finished 40 days before the incident story (the TTL is 30 days), and live tables the
+    # projector built from it all; DynamoDB's TTL has not deleted the expired task and job yet
+    story = [*finished_long_ago(), *incident_story()]
+    project_live(dynamodb, lines(story))
+    assert task_arn(7) in {task["task_arn"] for task in DynamoProjectionStore(dynamodb, LIVE).scan_table(TASK)}
+    # WHEN replayed with --verify
+    code = replay("--source", f"file:{write_jsonl(tmp_path / 'old.jsonl', story)}", "--target", "none",
+                  "--verify", "--json")
+    summary = json.loads(capsys.readouterr().out)
+    # THEN the summary says the retention let the task and its job go, and verify skips both, no difference
+    assert summary["retention"] == {"expired": 2, "late_dropped": 0}
+    assert (code, summary["verify"]["expired_skipped"], summary["verify"]["differing"]) == (0, 2, 0)
+
+
+def test_the_text_summary_names_what_the_retention_dropped(tmp_path: Path, capsys: Any) -> None:
+    history = write_jsonl(tmp_path / "old.jsonl", [*finished_long_ago(), *incident_story()])
+    assert replay("--source", f"file:{history}", "--target", f"file:{tmp_path / 'out.json'}") == 0
+    assert "retention: 2 expired items left the fold" in capsys.readouterr().out
+
+
 def test_nested_differences_name_their_path() -> None:
     diffs = diff_values({"tasks": {"a": {"v": 1}}, "n": 1}, {"tasks": {"a": {"v": 2}}, "n": 1})
     assert [(d.path, d.live, d.replay) for d in diffs] == [("tasks.a.v", 1, 2)]

@@ -109,9 +109,10 @@ def fold_recorded(view: View, data: RecoveryRecorded) -> None:
     if data.kind == "job":
         _fold_job(view, data)
     elif data.kind == "node":
+        plan = NodePlan.model_validate(data.record)  # first: a record the fold cannot take changes nothing
         node = view.node(data.key) or _added(view, key, Node(arn=data.key))
         if data.version > node.plan.version:
-            node.plan = NodePlan.model_validate(data.record)
+            node.plan = plan
     elif data.kind == "incident":
         known = view.incident(data.key)
         if known is None or data.version > known.version:
@@ -122,10 +123,10 @@ def fold_recorded(view: View, data: RecoveryRecorded) -> None:
 
 
 def _fold_job(view: View, data: RecoveryRecorded) -> None:
+    plan = JobPlan.model_validate(data.record)  # first: a record the fold cannot take changes nothing
     job = view.job(data.key) or _added(view, ("job", data.key), Job(job_id=data.key))
     if data.version <= job.plan.version:
         return
-    plan = JobPlan.model_validate(data.record)
     if plan.generation > job.plan.generation and plan.launched_by == "recovery":
         job.facts.reset()  # what live did when it decided the restart
     job.plan = plan
