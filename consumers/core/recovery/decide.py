@@ -241,8 +241,11 @@ def _tags(ctx: Ctx, outcome: ActionOutcome) -> None:
     tags = [{"key": str(t.get("key")), "value": str(t.get("value"))} for t in outcome.detail.get("tags", [])] \
         if outcome.status == "succeeded" else []
     seen = apply_tags(ctx.view, task, tags, ctx.config.identity)
+    # On the shard of the task's own events (the ingest rules key them by group, else by task ARN): a replay
+    # reading shards in any order then always folds the task before its tags.
     ctx.emit(TaskTagsCaptured(task_arn=task.task_arn, tags=tags, job_id=task.job_id),
-             Subject(task=task.task_arn, job=task.job_id), f"tags:{task.task_arn}")
+             Subject(task=task.task_arn, job=task.job_id), f"tags:{task.task_arn}",
+             partition_key=str(task.spec.get("group") or task.task_arn))
     if seen is not None:
         jobs.on_task(ctx, seen)
 
