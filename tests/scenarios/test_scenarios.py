@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gpu_recovery.cli import main
+from local.demo import record_run
 from local.scenario import load_scenario, scenario_names
 from local.scenario_runner import ScenarioResult, ScenarioRun
 from tests.scenarios.conftest import scenario_run
@@ -22,9 +27,10 @@ def by_node(run: ScenarioRun, result: ScenarioResult) -> Counter[tuple[str, str]
 
 
 @pytest.mark.parametrize("name", scenario_names())
-def test_scenario_meets_its_expectations(name: str) -> None:
+def test_scenario_meets_its_expectations_and_replays_to_the_live_recovery(name: str, tmp_path: Path,
+                                                                          capsys: Any) -> None:
     lines: list[str] = []
-    with scenario_run(name, lines=lines) as (_, result):
+    with scenario_run(name, lines=lines) as (run, result):
         failed = [e for e in result.expectations if not e["ok"]]
         assert result.expectations, "a scenario must expect something"
         assert not failed, "\n".join(lines + [str(f) for f in failed])
@@ -34,6 +40,26 @@ def test_scenario_meets_its_expectations(name: str) -> None:
         keys = [a["idempotency_key"] for a in result.actions]
         assert None not in keys
         assert len(keys) == len(set(keys))
+        # The recovery's state is a fold of the stream: replaying what was recorded gives what live holds.
+        assert_replay_gives_the_live_recovery(run, result, tmp_path, capsys)
+
+
+def assert_replay_gives_the_live_recovery(run: ScenarioRun, result: ScenarioResult, tmp_path: Path,
+                                          capsys: Any) -> None:
+    recording, rebuilt = tmp_path / "stream.jsonl", tmp_path / "replay.json"
+    record_run(run, recording)
+    capsys.readouterr()
+    main(["replay", "--endpoint-url", str(run.settings.endpoint_url), "--source", f"file:{recording}",
+          "--target", f"file:{rebuilt}", "--verify", "--json", "--no-progress"])
+    report = json.loads(capsys.readouterr().out)
+    assert json.loads(rebuilt.read_text())["recovery"] == result.recovery
+    verify = report["verify"]
+    assert [d for d in verify["diffs"] if d["table"].startswith("recovery.")] == []
+    assert verify["compared"]["recovery.jobs"] == len(result.recovery["jobs"])
+    assert verify["compared"]["recovery.incidents"] == len(result.recovery["incidents"])
+    fold = report["recovery_fold"]
+    parked = sum(p["consumer"] == "recovery" and p["reason_kind"] == "future_time" for p in result.parked)
+    assert (fold["skipped"]["future_time"], fold["fold_errors"], fold["tags_without_task"]) == (parked, 0, 0)
 
 
 def test_the_failed_ranks_own_node_is_checked_not_the_jobs_first() -> None:
