@@ -60,7 +60,7 @@ from consumers.core.recovery.decide import (
     decide,
 )
 from consumers.core.recovery.model import Timer
-from consumers.core.recovery.record import timer_of
+from consumers.core.recovery.record import record_write
 from consumers.core.recovery.view import ALL_NODES, FLEET_KEY, NeedMore, View
 from events_schema.aws import (
     AwsHealthEvent,
@@ -573,30 +573,9 @@ def _writes(view: View, loaded: Loaded, config: PolicyConfig) -> list[RecordWrit
     writes: list[RecordWrite] = []
     for key in sorted(set(view.changed) | set(view.retired)):
         body = view.dump(key)
-        if body is None:
-            continue
-        old = loaded.bodies.get(key)
-        timer = None if body.get("tombstone") else _timer_json(key[0], body)
-        old_timer = _timer_json(key[0], old) if old and not old.get("tombstone") else None
-        instance = (body.get("facts") or {}).get("instance_id") if key[0] == "node" else None
-        old_instance = ((old or {}).get("facts") or {}).get("instance_id")
-        writes.append(RecordWrite(key, body, loaded.revs.get(key, 0), timer, old_timer,
-                                  instance if instance and instance != old_instance else None,
-                                  _expires(key, body, config)))
+        if body is not None:
+            writes.append(record_write(key, body, loaded.bodies.get(key), loaded.revs.get(key, 0), config.retention))
     return writes
-
-
-def _timer_json(kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    timer = timer_of(kind, body) if kind in ("job", "node", "incident", "fleet") else None
-    return timer.model_dump(mode="json") if timer else None
-
-
-def _expires(key: RecordKey, body: dict[str, Any], config: PolicyConfig) -> int | None:
-    """Task records leave after the retention period once their task stopped (DynamoDB TTL)."""
-    stopped = body.get("stopped_at") if key[0] == "task" else None
-    if not stopped:
-        return None
-    return int((parse_iso(str(stopped)) + config.retention).timestamp())
 
 
 def _event_payload(envelope: Envelope, partition_key: str) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from consumers.adapters.recovery_store import DynamoRecoveryStore, record_key
-from consumers.core.clocktext import iso, parse_iso
+from consumers.core.clocktext import iso
 from consumers.core.errors import is_infrastructure
 from consumers.core.facts import IdentityRules
 from consumers.core.ports import Loaded, RecordKey, RecordWrite, StateConflict
-from consumers.core.recovery.record import fold_event, summary, timer_of
+from consumers.core.recovery.record import fold_event, record_write, summary
 from consumers.core.recovery.view import Key, View
 from events_schema.aws import ContainerInstanceHealthChange, ContainerInstanceStateChange, TaskStateChange
 from events_schema.decode import StreamEvent
@@ -181,27 +181,8 @@ def record_writes(bodies: Mapping[Key, dict[str, Any]], stored: Loaded, retentio
     """Each record written over what is stored (``stored``: bodies and revisions read just before; empty
     for a new table), with the store's index items moved as live moves them: its deadline and, for a
     node, its instance id; a stopped task's record leaves after ``retention`` (the live TTL)."""
-    writes = []
-    for key in sorted(bodies):
-        body, old = bodies[key], stored.bodies.get(key)
-        timer = None if body.get("tombstone") else _timer_json(key[0], body)
-        old_timer = _timer_json(key[0], old) if old and not old.get("tombstone") else None
-        instance = (body.get("facts") or {}).get("instance_id") if key[0] == "node" else None
-        old_instance = ((old or {}).get("facts") or {}).get("instance_id")
-        writes.append(RecordWrite(key, body, stored.revs.get(key, 0), timer, old_timer,
-                                  instance if instance and instance != old_instance else None,
-                                  _expires(key, body, retention)))
-    return writes
-
-
-def _timer_json(kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    timer = timer_of(kind, body) if kind in ("job", "node", "incident", "fleet") else None
-    return timer.model_dump(mode="json") if timer else None
-
-
-def _expires(key: Key, body: dict[str, Any], retention: timedelta) -> int | None:
-    stopped = body.get("stopped_at") if key[0] == "task" else None
-    return int((parse_iso(str(stopped)) + retention).timestamp()) if stopped else None
+    return [record_write(key, bodies[key], stored.bodies.get(key), stored.revs.get(key, 0), retention)
+            for key in sorted(bodies)]
 
 
 def fill_recovery_table(store: DynamoRecoveryStore, bodies: Mapping[Key, dict[str, Any]], *, empty: bool,

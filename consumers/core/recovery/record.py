@@ -8,8 +8,11 @@ functions live uses) and ``RecoveryRecorded`` sets each plan, the highest versio
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from consumers.core.clocktext import parse_iso
+from consumers.core.ports import RecordWrite
 from consumers.core.recovery.apply import (
     apply_ec2_state,
     apply_health,
@@ -145,6 +148,25 @@ def _version(view: View, key: Key) -> int:
         return record.version
     tombstone = view.tombstone(key)
     return int(tombstone.get("version", 0)) if tombstone else 0
+
+
+def record_write(key: Key, body: dict[str, Any], old: dict[str, Any] | None, rev: int,
+                 retention: timedelta) -> RecordWrite:
+    """A record written over ``old`` (revision ``rev``; 0: new), with the store's index items moved as
+    they must: its deadline and, for a node, its instance id; a stopped task's record leaves after
+    ``retention`` (DynamoDB TTL). The consumer and replay write the same way."""
+    timer = None if body.get("tombstone") else _timer_json(key[0], body)
+    old_timer = _timer_json(key[0], old) if old and not old.get("tombstone") else None
+    instance = (body.get("facts") or {}).get("instance_id") if key[0] == "node" else None
+    old_instance = ((old or {}).get("facts") or {}).get("instance_id")
+    stopped = body.get("stopped_at") if key[0] == "task" else None
+    return RecordWrite(key, body, rev, timer, old_timer, instance if instance and instance != old_instance else None,
+                       int((parse_iso(str(stopped)) + retention).timestamp()) if stopped else None)
+
+
+def _timer_json(kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    timer = timer_of(kind, body) if kind in ("job", "node", "incident", "fleet") else None
+    return timer.model_dump(mode="json") if timer else None
 
 
 def timer_of(kind: str, body: dict[str, Any]) -> Timer | None:
