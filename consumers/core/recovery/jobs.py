@@ -51,7 +51,8 @@ def on_task(ctx: Ctx, seen: TaskSeen) -> None:
     if job is None:
         return
     if seen.old_generation and seen.code & 7 < STOPPED:
-        stop_rank(ctx, job, task.task_arn, "stale", "a rank of a generation a restart replaced, still running")
+        if not task.stopped_at:  # an old event of a rank known stopped (redelivered) needs no stop
+            stop_rank(ctx, job, task.task_arn, "stale", "a rank of a generation a restart replaced, still running")
         return
     if (seen.placed_now or seen.first_sight) and task.node_arn and not job.finished:
         hold(ctx, job, task.node_arn, task.gpus or job.facts.gpus_per_rank)
