@@ -4,7 +4,7 @@ shrunk to a plain case on the core's own objects."""
 from __future__ import annotations
 
 from tests.core.recovery_world import World
-from tests.factories import at, task_event
+from tests.factories import at, node_arn, task_event
 
 
 def test_an_old_event_of_a_replaced_rank_delivered_again_orders_no_stop() -> None:
@@ -24,3 +24,21 @@ def test_an_old_event_of_a_replaced_rank_delivered_again_orders_no_stop() -> Non
     world.ecs(task_event(1, node=1, version=2, when=at(2)))
     # THEN nothing is ordered: the rank is known stopped (before: the same StopTask decided once per delivery)
     assert world.orders[before:] == []
+
+
+def test_a_restart_never_lands_on_a_node_another_jobs_failed_rank_names_before_that_job_opens_its_incident() -> None:
+    # GIVEN job alpha on node 1 and job beta on nodes 2 and 3 (4-GPU ranks on 8-GPU nodes: room beside each)
+    world = World()
+    world.nodes(3)
+    world.job([(1, 1)], gpus=4)
+    world.job([(2, 2), (3, 3)], group="job:beta", gpus=4)
+    world.fails(1, 1, when=100, reason="NVRM: Xid (PCI:0000:3b:00): 79", gpus=4)
+    world.settle_orders()
+    # AND beta's rank on node 2 dies naming XID 48; its rank on node 3 is not stopped yet (no incident for node 2)
+    world.fails(2, 2, when=200, reason="NVRM: Xid (PCI:0000:3b:00): 48", group="job:beta", gpus=4)
+    world.settle_orders()
+    assert world.node(2).plan.incident_id is None
+    # WHEN alpha's node is quarantined and alpha restarts
+    world.report("hardware_fault", "quarantine", node=1, xids=[79])
+    # THEN alpha goes to node 3, never to node 2, which beta's evidence names and nobody has checked
+    assert [o.command.target for o in world.commands(step="restart")] == [node_arn(3)]
