@@ -3,6 +3,7 @@ shrunk to a plain case on the core's own objects."""
 
 from __future__ import annotations
 
+from events_schema.events import NotificationSent
 from tests.core.recovery_world import World
 from tests.factories import at, node_arn, task_event
 
@@ -42,3 +43,29 @@ def test_a_restart_never_lands_on_a_node_another_jobs_failed_rank_names_before_t
     world.report("hardware_fault", "quarantine", node=1, xids=[79])
     # THEN alpha goes to node 3, never to node 2, which beta's evidence names and nobody has checked
     assert [o.command.target for o in world.commands(step="restart")] == [node_arn(3)]
+
+
+def test_a_job_that_joins_a_suspect_waiting_for_a_repair_slot_is_told_too() -> None:
+    # GIVEN a breaker of one node in repair, taken by job gamma's node 1
+    world = World(breaker_fraction=0.2)
+    world.nodes(4)
+    world.job([(1, 1)], group="job:gamma")
+    world.fails(1, 1, when=100, reason="NVRM: Xid (PCI:0000:3b:00): 48", group="job:gamma")
+    world.settle_orders()
+    # AND jobs alpha and beta share node 2; alpha's rank dies there naming XID 48: the suspect waits, alpha is told
+    world.job([(2, 2)], gpus=4)
+    world.job([(3, 2), (4, 3)], group="job:beta", gpus=4)
+    world.fails(2, 2, when=200, reason="NVRM: Xid (PCI:0000:3b:00): 48", gpus=4)
+    world.settle_orders()
+    world.advance(1)
+    # WHEN beta's rank on node 2 dies too, and beta's other rank is stopped: beta waits for the same suspect
+    world.fails(3, 2, when=201, reason="NVRM: Xid (PCI:0000:3b:00): 48", group="job:beta", gpus=4)
+    world.stopped_by_us(4, 3, when=203, group="job:beta", gpus=4)
+    world.settle_orders()
+    world.advance(1)
+    incident = world.incident(2)
+    assert incident is not None and incident.phase == "WAITING" and "job:beta" in incident.jobs
+    # THEN beta's owner is told its job waits for a repair slot (before: only alpha, the first to wait, was)
+    told = {j for e in world.events if isinstance(e, NotificationSent) and e.kind == "breaker_open"
+            for j in e.message.job_ids}
+    assert told == {"job:alpha", "job:beta"}
