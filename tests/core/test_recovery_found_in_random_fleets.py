@@ -3,9 +3,11 @@ shrunk to a plain case on the core's own objects."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from events_schema.events import NotificationSent
 from tests.core.recovery_world import World
-from tests.factories import at, node_arn, task_event
+from tests.factories import at, node_arn, node_event, task_event
 
 
 def test_an_old_event_of_a_replaced_rank_delivered_again_orders_no_stop() -> None:
@@ -69,3 +71,30 @@ def test_a_job_that_joins_a_suspect_waiting_for_a_repair_slot_is_told_too() -> N
     told = {j for e in world.events if isinstance(e, NotificationSent) and e.kind == "breaker_open"
             for j in e.message.job_ids}
     assert told == {"job:alpha", "job:beta"}
+
+
+def test_recoverys_own_earlier_healthy_attribute_still_in_the_nodes_facts_is_no_operator_release() -> None:
+    # GIVEN node 2 checked healthy after a fault: recovery set gpu-recovery.state=HEALTHY, and ECS's next
+    # container-instance event shows it (PutAttributes itself sends no event)
+    world = World()
+    world.nodes(3)
+    world.job([(2, 2)])
+    world.fails(2, 2, when=100, reason="NVRM: Xid (PCI:0000:3b:00): 48")
+    world.settle_orders()
+    world.report("healthy", node=2)
+    world.settle_orders()
+    assert world.node(2).plan.repair == "HEALTHY"
+    shown = node_event(2, version=5, when=world.now + timedelta(seconds=30))
+    shown["detail"]["attributes"].append({"name": "gpu-recovery.state", "value": "HEALTHY"})
+    world.ecs(shown)
+    # WHEN another job's rank on it fails, and the check finds XID 79: quarantined (the attribute still
+    # reads HEALTHY in the facts until ECS sends the node's next event)
+    world.job([(3, 2)], group="job:beta", when=200)
+    world.fails(3, 2, when=300, reason="NVRM: Xid (PCI:0000:3b:00): 79", group="job:beta")
+    world.settle_orders()
+    world.report("hardware_fault", "quarantine", node=2, xids=[79])
+    world.settle_orders()
+    # THEN it stays out of service: no release, no check (before: recovery read its own stale HEALTHY
+    # as a person setting the attribute back, opened an "operator" incident and checked the node again)
+    assert world.node(2).plan.repair in ("QUARANTINED", "REPLACED")
+    assert [i.trigger for i in world.view.records().values() if getattr(i, "trigger", None) == "operator"] == []

@@ -529,7 +529,7 @@ def set_node_state(ctx: Ctx, node: Node, state: NodeRepairState, incident: Incid
     if node.plan.repair == state and node.plan.reason == reason:
         return
     node.plan.repair, node.plan.reason = state, reason
-    node.plan.attribute_acted = state
+    node.plan.attribute_acted, node.plan.mirrored_at = state, None
     ctx.changed(("node", node.arn))
     scope = f"{incident.incident_id}:{incident.check_attempt}:{incident.reboot_attempt}" if incident else ctx.now
     subject = Subject(node=node.arn, incident=incident.incident_id if incident else None)
