@@ -98,3 +98,24 @@ def test_recoverys_own_earlier_healthy_attribute_still_in_the_nodes_facts_is_no_
     # as a person setting the attribute back, opened an "operator" incident and checked the node again)
     assert world.node(2).plan.repair in ("QUARANTINED", "REPLACED")
     assert [i.trigger for i in world.view.records().values() if getattr(i, "trigger", None) == "operator"] == []
+
+
+def test_a_recovering_jobs_two_ranks_on_one_node_keep_both_their_gpus_from_another_jobs_restart() -> None:
+    # GIVEN job alpha with two 4-GPU ranks on 8-GPU node 1 and one on node 2; job beta's 4-GPU rank on node 3
+    world = World(breaker_fraction=1.0)
+    world.nodes(3)
+    world.job([(1, 1), (2, 1), (3, 2)], gpus=4)
+    world.job([(4, 3)], group="job:beta", gpus=4)
+    # AND alpha's rank on node 2 dies naming XID 48, its ranks on node 1 are stopped: alpha waits for node 2
+    world.fails(3, 2, when=100, reason="NVRM: Xid (PCI:0000:3b:00): 48", gpus=4)
+    world.stopped_by_us(1, 1, when=102, gpus=4)
+    world.stopped_by_us(2, 1, when=102, gpus=4)
+    world.settle_orders()
+    # WHEN beta's node faults, is checked, and needs a place to restart: node 1 shows 8 free GPUs
+    world.fails(4, 3, when=200, reason="NVRM: Xid (PCI:0000:3b:00): 79", group="job:beta", gpus=4)
+    world.settle_orders()
+    world.report("hardware_fault", "quarantine", node=3, xids=[79])
+    world.settle_orders()
+    # THEN beta does not restart on node 1: all 8 of its GPUs wait for alpha (before: alpha held 4, one rank's)
+    assert world.node(1).plan.holds["job:alpha"].gpus == 8
+    assert node_arn(1) not in [o.command.target for o in world.commands(step="restart")]

@@ -246,6 +246,9 @@ class Hold(_Record):
     generation: int
     gpus: int
     at: str = ""
+    # The GPUs of each rank seen on the node (a job can run several ranks on one node): ``gpus`` is at
+    # least their sum.
+    ranks: dict[str, int] = Field(default_factory=dict)
 
 
 class NodePlan(_Record):
