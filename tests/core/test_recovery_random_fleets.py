@@ -35,7 +35,9 @@ from events_schema.commands import RebootInstances, StartTask
 from tests.core.ecs_model import Decision, EcsModel, Fault
 from tests.core.recovery_world import config
 
-FLEETS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+# 100 derandomized examples: about 10 s; on the core before this branch's fixes they find its double booking
+# (the 300-example runs with other seeds found the rest).
+FLEETS = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 OUT_OF_SERVICE_STATES = REPAIRING | {"QUARANTINED", "MISCONFIGURED"}
 WAIT_NOTICES = frozenset({"out_of_service_cap", "breaker_open"})
