@@ -273,6 +273,7 @@ def test_the_attribute_set_back_by_hand_also_releases_through_a_check() -> None:
     world = World()
     suspect(world)
     world.report("hardware_fault", "quarantine", node=2, xids=[79])
+    world.settle_orders()  # the QUARANTINED attribute put: a later event showing HEALTHY is a person's
     event = node_event(2, version=5, when=world.now + timedelta(minutes=5))
     event["detail"]["attributes"].append({"name": "gpu-recovery.state", "value": "HEALTHY"})
     world.ecs(event)

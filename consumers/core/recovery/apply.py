@@ -243,6 +243,7 @@ def apply_node(view: View, event: ContainerInstanceStateChange) -> NodeSeen | No
     facts.gpus_total = len(detail.gpu_ids)
     facts.gpus_remaining = remaining_gpus(detail)
     facts.attributes = {a.name: a.value or "" for a in detail.attributes}
+    facts.attributes_at = at
     disconnected = detail.agentConnected is False and was_connected is not False
     reconnected = bool(detail.agentConnected) and was_connected is False
     if disconnected:

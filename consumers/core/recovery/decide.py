@@ -213,6 +213,8 @@ def _operator(ctx: Ctx, item: OperatorInput) -> None:
 
 def _outcome(ctx: Ctx, item: OutcomeInput) -> None:
     outcome = item.outcome
+    if outcome.step == "mirror_state":
+        nodes.mirrored(ctx, outcome, item.at)
     if outcome.step == "capture_tags":
         _tags(ctx, outcome)
     elif outcome.step == "restart" and outcome.job_id:

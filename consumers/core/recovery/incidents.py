@@ -127,10 +127,21 @@ def _admit(ctx: Ctx, incident: Incident, node: Node) -> None:
 
 
 def _wait(ctx: Ctx, incident: Incident, node: Node, refusal: fleet.Refusal) -> None:
+    untold = [j for j in incident.jobs if f"waiting:{j}" not in incident.applied]
     if incident.incident_id in ctx.view.fleet().waiting_repair:
+        if untold:  # a job that joined the waiting incident later is told too
+            _tell_waiting(ctx, incident, node, refusal, untold)
         return
     fleet.wait_for_repair(ctx, incident.incident_id)
     drain(ctx, incident, node)
+    set_node_state(ctx, node, "SUSPECT", incident, f"waiting: {refusal.replace('_', ' ')}")
+    _tell_waiting(ctx, incident, node, refusal, untold)
+
+
+def _tell_waiting(ctx: Ctx, incident: Incident, node: Node, refusal: fleet.Refusal, jobs: list[str]) -> None:
+    for job_id in jobs:
+        incident.applied[f"waiting:{job_id}"] = refusal
+    ctx.changed(key(incident.incident_id))
     f = ctx.view.fleet()
     if refusal == "breaker_open":
         limit = ctx.config.breaker_limit(f.gpu_nodes)
@@ -140,8 +151,7 @@ def _wait(ctx: Ctx, incident: Incident, node: Node, refusal: fleet.Refusal) -> N
         cap = ctx.config.out_of_service_cap(f.gpu_nodes)
         summary = (f"{len(f.out_of_service)} of {f.gpu_nodes} GPU nodes are out of service (cap {cap}); the suspect "
                    "node waits, drained and unchecked")
-    set_node_state(ctx, node, "SUSPECT", incident, f"waiting: {refusal.replace('_', ' ')}")
-    notices.notify(ctx, refusal, cause=refusal, nodes=[node.arn], jobs=incident.jobs, incidents=[incident.incident_id],
+    notices.notify(ctx, refusal, cause=refusal, nodes=[node.arn], jobs=jobs, incidents=[incident.incident_id],
                    summary=summary, next_step="Nothing yet: suspects are checked as repair slots free. Several faults "
                    "at once can mean a shared cause (power, network, a driver rollout): look before releasing nodes.")
 
@@ -519,7 +529,7 @@ def set_node_state(ctx: Ctx, node: Node, state: NodeRepairState, incident: Incid
     if node.plan.repair == state and node.plan.reason == reason:
         return
     node.plan.repair, node.plan.reason = state, reason
-    node.plan.attribute_acted = state
+    node.plan.attribute_acted, node.plan.mirrored_at = state, None
     ctx.changed(("node", node.arn))
     scope = f"{incident.incident_id}:{incident.check_attempt}:{incident.reboot_attempt}" if incident else ctx.now
     subject = Subject(node=node.arn, incident=incident.incident_id if incident else None)

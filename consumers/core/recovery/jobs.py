@@ -51,10 +51,11 @@ def on_task(ctx: Ctx, seen: TaskSeen) -> None:
     if job is None:
         return
     if seen.old_generation and seen.code & 7 < STOPPED:
-        stop_rank(ctx, job, task.task_arn, "stale", "a rank of a generation a restart replaced, still running")
+        if not task.stopped_at:  # an old event of a rank known stopped (redelivered) needs no stop
+            stop_rank(ctx, job, task.task_arn, "stale", "a rank of a generation a restart replaced, still running")
         return
     if (seen.placed_now or seen.first_sight) and task.node_arn and not job.finished:
-        hold(ctx, job, task.node_arn, task.gpus or job.facts.gpus_per_rank)
+        hold(ctx, job, task.node_arn, task.gpus or job.facts.gpus_per_rank, rank=task.task_arn)
     if seen.new_rank and job.plan.stop_requested and job.phase in ("RECOVERING", "WAITING_CAPACITY") \
             and seen.code & 7 < STOPPED:
         stop_rank(ctx, job, task.task_arn, str(job.plan.generation), "a rank of an interrupted job, seen late")
@@ -70,8 +71,9 @@ def _capture_tags(ctx: Ctx, seen: TaskSeen) -> None:
               subject=Subject(node=task.node_arn, task=task.task_arn, job=seen.job_id), job_id=seen.job_id)
 
 
-def hold(ctx: Ctx, job: Job, node_arn: str, gpus: int) -> None:
-    """Claim a node's GPUs for this generation of the job (so other jobs' placements leave them)."""
+def hold(ctx: Ctx, job: Job, node_arn: str, gpus: int, *, rank: str | None = None) -> None:
+    """Claim a node's GPUs for this generation of the job (so other jobs' placements leave them): ``gpus``
+    for the node, or, with ``rank``, that rank's GPUs added to those of the job's other ranks there."""
     node = ctx.view.node(node_arn)
     if node is None:
         # The task's event came before any event of its node (they travel on different shards): the
@@ -79,10 +81,15 @@ def hold(ctx: Ctx, job: Job, node_arn: str, gpus: int) -> None:
         node = Node(arn=node_arn)
         ctx.view.add(("node", node_arn), node)
     current = node.plan.holds.get(job.job_id)
-    wanted = max(gpus, current.gpus if current and current.generation == job.plan.generation else 0)
-    if current and current.generation == job.plan.generation and current.gpus >= wanted:
+    if current is not None and current.generation != job.plan.generation:
+        current = None
+    ranks = dict(current.ranks) if current else {}
+    if rank is not None:
+        ranks[rank] = gpus
+    wanted = max(gpus if rank is None else 0, sum(ranks.values()), current.gpus if current else 0)
+    if current and current.gpus >= wanted and current.ranks == ranks:
         return
-    node.plan.holds[job.job_id] = Hold(generation=job.plan.generation, gpus=wanted, at=ctx.now)
+    node.plan.holds[job.job_id] = Hold(generation=job.plan.generation, gpus=wanted, at=ctx.now, ranks=ranks)
     # Only as many jobs as GPUs can hold a node: older holds beyond that are long finished.
     kept = max(1, node.facts.gpus_total) * HOLDS_KEPT_PER_GPU
     if len(node.plan.holds) > kept:

@@ -223,6 +223,7 @@ class NodeFacts(_Record):
     gpus_total: int = 0
     gpus_remaining: int | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
+    attributes_at: str = ""  # the time of the event that showed these attributes
     last_disconnect_at: str | None = None
     last_connect_at: str | None = None
     health: dict[str, HealthRegister] = Field(default_factory=dict)
@@ -245,6 +246,9 @@ class Hold(_Record):
     generation: int
     gpus: int
     at: str = ""
+    # The GPUs of each rank seen on the node (a job can run several ranks on one node): ``gpus`` is at
+    # least their sum.
+    ranks: dict[str, int] = Field(default_factory=dict)
 
 
 class NodePlan(_Record):
@@ -259,6 +263,9 @@ class NodePlan(_Record):
     refused_at: str | None = None
     lost_handled: str | None = None
     attribute_acted: str | None = None
+    # When ECS had the repair state's attribute (its PutAttributes succeeded); None while that call is out.
+    # PutAttributes sends no event: an event older than this may still show the attribute as it was.
+    mirrored_at: str | None = None
     maintenance_acted: list[str] = Field(default_factory=list)
     maintenance_notified: list[str] = Field(default_factory=list)
     replacing: str | None = None  # the scheduled change a replace-ahead call is out for

@@ -129,9 +129,22 @@ def release(ctx: Ctx, node: Node, who: str, why: str = "") -> None:
     ctx.mark(("incident", incident_id))
 
 
+def mirrored(ctx: Ctx, outcome: ActionOutcome, at: str) -> None:
+    """ECS has the node's repair state in its attribute from now on (events after this show it)."""
+    node = ctx.view.node(outcome.action.target)
+    if node is None or outcome.status != "succeeded" or getattr(outcome.action, "value", None) != node.plan.repair:
+        return
+    node.plan.mirrored_at = at
+    ctx.changed(key(node.arn))
+
+
 def _operator_attribute(ctx: Ctx, node: Node) -> None:
+    """A person set the attribute back to HEALTHY: an event newer than the call that set ours shows it (an
+    older one may show recovery's own earlier HEALTHY, the attribute as it was before the call)."""
     value = node.facts.attributes.get(ctx.config.node_attribute)
-    if value == "HEALTHY" and node.plan.repair in OUT_OF_SERVICE and node.plan.attribute_acted != "HEALTHY":
+    plan, seen_at = node.plan, node.facts.attributes_at
+    after_ours = plan.mirrored_at is not None and bool(seen_at) and parse_iso(seen_at) > parse_iso(plan.mirrored_at)
+    if value == "HEALTHY" and plan.repair in OUT_OF_SERVICE and plan.attribute_acted != "HEALTHY" and after_ours:
         node.plan.attribute_acted = "HEALTHY"
         ctx.changed(key(node.arn))
         release(ctx, node, f"the attribute {ctx.config.node_attribute}=HEALTHY")

@@ -69,7 +69,7 @@ def _candidates(ctx: Ctx, job: Job, nodes: list[Node]) -> list[placement.Candida
     ctx.view.need([("job", j) for j in holders])
     out = []
     for node in nodes:
-        if not eligible(ctx, node):
+        if not eligible(ctx, node) or _suspected(ctx, node):
             continue
         used = sum(h.gpus for j, h in node.plan.holds.items() if j != job.job_id and _valid(ctx, j, h.generation))
         free = node.facts.gpus_total - used
@@ -86,6 +86,20 @@ def eligible(ctx: Ctx, node: Node) -> bool:
     return (plan.repair == "HEALTHY" and plan.incident_id is None and not plan.drained and facts.status == "ACTIVE"
             and facts.agent_connected is not False and facts.gpus_total > 0 and not refused
             and facts.ec2_state in (None, "running", "pending"))
+
+
+def _suspected(ctx: Ctx, node: Node) -> bool:
+    """A job's failed rank names this node (its first failure, or XIDs in its stop) and that job has not
+    opened its incidents yet (it waits for its other ranks to stop): a suspect nobody checked, not a spare."""
+    for job_id, hold in node.plan.holds.items():
+        holder = ctx.view.job(job_id)
+        if holder is None or holder.finished or holder.plan.generation != hold.generation:
+            continue
+        facts = holder.facts
+        named = node.arn in facts.evidence or bool(facts.first_failure and facts.first_failure.node_arn == node.arn)
+        if named and (holder.phase in ("RUNNING", "RESTARTING") or not holder.plan.suspects_chosen):
+            return True
+    return False
 
 
 def _valid(ctx: Ctx, job_id: str, generation: int) -> bool:
