@@ -2,8 +2,9 @@
 
 The whole local stack (``local.stack.LocalStack``): kinesis-local (HTTP/2 Kinesis, for the KCL and our
 Python side) with a 4-shard stream, moto's server (its own process) for DynamoDB, SNS and ECS. Two
-projector workers and one recovery worker, each ``gpu-recovery consume <consumer> --engine kcl``: the
-CLI, one JVM, one Python processor per shard lease. 20,000 ECS events (200 nodes, 50 jobs, duplicates,
+projector workers and two recovery workers (no lock: each decides for the shards it leases), each
+``gpu-recovery consume <consumer> --engine kcl``: the CLI, one JVM, one Python processor per shard lease.
+20,000 ECS events (200 nodes, 50 jobs, duplicates,
 one poison record per shard, three failing jobs) go in; half of them at once, the rest while a
 projector worker is SIGKILLed. At the end the tables equal the fold of the stream, every poison record
 is parked, and the recovery took each action once.
@@ -176,7 +177,7 @@ def test_kcl_workers_share_leases_survive_a_sigkill_and_match_the_replay(
         clients.client("ecs"), clients.client("ec2"), workload, cluster=settings.cluster_name,
         region=settings.region, account=settings.account_id, health_check_family=settings.health_check_task,
     )
-    # AND a projector worker holding every lease (the leader), then a second one; and a recovery worker
+    # AND a projector worker holding every lease (the leader), then a second one; and recovery workers
     first = stack.start_worker("projector", worker_id="projector-1", extra=WORKER_OPTIONS, nice=WORKER_NICE)
     recovery = stack.start_worker("recovery", worker_id="recovery-1", extra=WORKER_OPTIONS, nice=WORKER_NICE)
     leases_taken_s = scale.wait_for(
@@ -185,8 +186,15 @@ def test_kcl_workers_share_leases_survive_a_sigkill_and_match_the_replay(
         alive=lambda: _dead_worker([first, recovery]),
     )
     second = stack.start_worker("projector", worker_id="projector-2", extra=WORKER_OPTIONS, nice=WORKER_NICE)
-    projectors = [first, second]
-    everyone = [*projectors, recovery]
+    recovery_2 = stack.start_worker("recovery", worker_id="recovery-2", extra=WORKER_OPTIONS, nice=WORKER_NICE)
+    projectors, recoveries = [first, second], [recovery, recovery_2]
+    everyone = [*projectors, *recoveries]
+    # AND the two recovery workers share the leases (balanced before the fault events arrive)
+    scale.wait_for(
+        lambda: all(scale.owners(scale.lease_rows(dynamodb, RECOVERY_APP)).get(w.worker_id) for w in recoveries),
+        timeout=BALANCE_TIMEOUT_S, interval=0.5, what="both recovery workers holding leases",
+        alive=lambda: _dead_worker(everyone),
+    )
 
     # AND 20,000 ECS events over 200 nodes and 50 jobs, with duplicates and one poison record per shard
     records = scale.stream_records(workload, DUPLICATES, world.renames())
@@ -222,13 +230,13 @@ def test_kcl_workers_share_leases_survive_a_sigkill_and_match_the_replay(
             scale.lease_rows(dynamodb, PROJECTOR_APP)[shard]["owner"] == survivor.worker_id for shard in orphaned
         ),
         timeout=TAKEOVER_TIMEOUT_S, interval=0.2, what=f"{survivor.worker_id} taking over {sorted(orphaned)}",
-        alive=lambda: _dead_worker([survivor, recovery]),
+        alive=lambda: _dead_worker([survivor, *recoveries]),
     )
     taken_over_at = time.monotonic()
 
     # AND the survivor and the recovery catch up with everything on the stream
     assert feeder.done.wait(timeout=300) and feeder.error is None, feeder.error
-    settle_s, stream = _settle(stack, dynamodb, [survivor, recovery])
+    settle_s, stream = _settle(stack, dynamodb, [survivor, *recoveries])
     settled_at = time.monotonic()
 
     # THEN the tables equal the fold of the same stream (rev aside), in shard and sequence order: each
@@ -254,7 +262,7 @@ def test_kcl_workers_share_leases_survive_a_sigkill_and_match_the_replay(
     assert len(parked) == SHARDS and {p["reason_kind"] for p in parked} == {"not_json"}
 
     figures = _figures(
-        records=len(records) + SHARDS, projectors=projectors, recovery=recovery, victim=victim, survivor=survivor,
+        records=len(records) + SHARDS, projectors=projectors, recoveries=recoveries, victim=victim, survivor=survivor,
         orphaned=orphaned, leader=leader, leases_taken_s=leases_taken_s, balanced_s=balanced_s,
         takeover_s=takeover_s, feeder=feeder, settle_s=settle_s, killed_at=killed_at,
         taken_over_at=taken_over_at, settled_at=settled_at, test_started=test_started,
@@ -263,6 +271,7 @@ def test_kcl_workers_share_leases_survive_a_sigkill_and_match_the_replay(
     print("\nKCL scale figures:", json.dumps(figures, indent=2))
     assert figures["per_worker"][victim.worker_id]["records"] > 0
     assert figures["per_worker"][survivor.worker_id]["records"] > 0
+    assert all(figures["per_worker"][w.worker_id]["records"] > 0 for w in recoveries), "a recovery worker idle"
 
     # AND the recovery took each expected action exactly once
     _assert_actions_exactly_once(events, dynamodb, settings, workload, world)
@@ -320,7 +329,7 @@ def _as_recovery_knows(store: Any, task_arns: list[str]) -> str:
     return "; ".join(f"{task} in {state.jobs.get(task.job_id) if task and task.job_id else None}" for task in tasks)
 
 
-def _figures(*, records: int, projectors: list[Worker], recovery: Worker, victim: Worker, survivor: Worker,
+def _figures(*, records: int, projectors: list[Worker], recoveries: list[Worker], victim: Worker, survivor: Worker,
              orphaned: set[str], leader: str | None, leases_taken_s: float, balanced_s: float, takeover_s: float,
              feeder: scale.Feeder, settle_s: float, killed_at: float, taken_over_at: float,
              settled_at: float, test_started: float) -> dict[str, Any]:
@@ -341,6 +350,6 @@ def _figures(*, records: int, projectors: list[Worker], recovery: Worker, victim
         "settle_after_feed_s": round(settle_s, 1),
         "kill_to_settled_s": round(settled_at - killed_at, 1),
         "takeover_to_settled_s": round(settled_at - taken_over_at, 1),
-        "per_worker": {w.worker_id: rates(w) for w in [*projectors, recovery]},
+        "per_worker": {w.worker_id: rates(w) for w in [*projectors, *recoveries]},
         "total_test_s": round(time.monotonic() - test_started, 1),
     }
