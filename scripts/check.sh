@@ -10,4 +10,8 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
 echo "== import contracts"; lint-imports --no-cache
-echo "== pytest"; pytest "$@"
+# Two phases: everything else on every core (pytest-xdist), then the timing-sensitive tests alone.
+# Exit 5 means "nothing selected" (e.g. arguments that name only tests of the other phase).
+phase() { pytest "$@" || { rc=$?; [ "$rc" -eq 5 ] || exit "$rc"; }; }
+echo "== pytest (parallel)"; phase -n "${PYTEST_WORKERS:-auto}" -m "not serial" "$@"
+echo "== pytest (serial)"; phase -m serial "$@"

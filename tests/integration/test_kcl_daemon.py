@@ -348,6 +348,7 @@ def _daemon_env(output: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_real_daemon_delivers_every_record_in_shard_order(
     moto_dynamodb_endpoint: str, tmp_path: Path
 ) -> None:

@@ -39,7 +39,9 @@ from tests.factories import ACCOUNT, REGION
 from tests.integration.kcl_support import scale
 from tests.tools import missing_tool
 
-pytestmark = pytest.mark.slow
+# Real daemons on wall-clock timeouts: alone on the machine (scripts/check.sh runs serial tests after the
+# parallel ones), with room for its own waits (startup, balance, takeover, settle) before pytest-timeout's.
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(1200)]
 
 SHARDS = 4
 NODES, JOBS = 200, 50
