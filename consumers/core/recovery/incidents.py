@@ -152,6 +152,7 @@ def _tell_waiting(ctx: Ctx, incident: Incident, node: Node, refusal: fleet.Refus
         summary = (f"{len(f.out_of_service)} of {f.gpu_nodes} GPU nodes are out of service (cap {cap}); the suspect "
                    "node waits, drained and unchecked")
     notices.notify(ctx, refusal, cause=refusal, nodes=[node.arn], jobs=jobs, incidents=[incident.incident_id],
+                   done=done_steps(incident),
                    summary=summary, next_step="Nothing yet: suspects are checked as repair slots free. Several faults "
                    "at once can mean a shared cause (power, network, a driver rollout): look before releasing nodes.")
 
@@ -396,6 +397,7 @@ def _replace_done(ctx: Ctx, incident: Incident, node: Node, outcome: ActionOutco
         fleet.replaced(ctx, node.arn)
         notices.notify(ctx, "node_replaced", cause="replaced", nodes=[node.arn], jobs=incident.jobs,
                        incidents=[incident.incident_id], xids=incident.xids, verdict=incident.verdict,
+                           done=done_steps(incident),
                        summary=f"node {short(node.arn)} replaced: {reason}",
                        next_step="Nothing: its Auto Scaling group launches a successor. RMA the old host if it "
                        "keeps coming back.")
@@ -403,6 +405,7 @@ def _replace_done(ctx: Ctx, incident: Incident, node: Node, outcome: ActionOutco
         return
     notices.notify(ctx, "replace_failed", cause="replace_failed", nodes=[node.arn], jobs=incident.jobs,
                    incidents=[incident.incident_id], xids=incident.xids, verdict=incident.verdict,
+                       done=done_steps(incident),
                    summary=f"could not replace node {short(node.arn)} ({outcome.error}); it is quarantined instead",
                    next_step="Replace the instance by hand, or put it in an Auto Scaling group.")
     quarantine(ctx, incident, node, f"replace failed ({outcome.error}); quarantined: {reason}", notify=False)
@@ -433,12 +436,20 @@ def out_of_service(ctx: Ctx, incident: Incident, node: Node, reason: str) -> Non
     ctx.changed(key(incident.incident_id))
 
 
+def done_steps(incident: Incident) -> list[str]:
+    """What recovery did on this node, as the steps' idempotency keys (a notice's ``done``)."""
+    iid = incident.incident_id
+    return [f"{iid}:check:{n}" for n in range(1, incident.check_attempt + 1)] + [
+        f"{iid}:reboot:{n}" for n in range(1, incident.reboot_attempt + 1)]
+
+
 def quarantine(ctx: Ctx, incident: Incident, node: Node, reason: str, *, notify: bool = True) -> None:
     set_node_state(ctx, node, "QUARANTINED", incident, reason)
     fleet.leave_repair(ctx, node.arn, back_in_service=False)
     if notify:
         notices.notify(ctx, "node_quarantined", cause="quarantined", nodes=[node.arn], jobs=incident.jobs,
                        incidents=[incident.incident_id], xids=incident.xids, verdict=incident.verdict,
+                           done=done_steps(incident),
                        summary=f"node {short(node.arn)} quarantined: {reason}",
                        next_step="Inspect the node (nvidia-smi -q, dcgmi diag -r 3); RMA it, or return it to service "
                        "with `gpu-recovery node release NODE` (or the attribute gpu-recovery.state=HEALTHY): "
@@ -453,6 +464,7 @@ def escalate(ctx: Ctx, incident: Incident, node: Node, reason: str, *, kind: str
     set_node_state(ctx, node, "QUARANTINED", incident, reason)
     fleet.leave_repair(ctx, node.arn, back_in_service=False)
     notices.notify(ctx, kind, cause=kind, nodes=[node.arn], jobs=incident.jobs, incidents=[incident.incident_id],
+                   done=done_steps(incident),
                    xids=incident.xids, verdict=incident.verdict, summary=f"node {short(node.arn)}: {reason}",
                    next_step=next_step)
     close(ctx, incident, "escalated", reason)
@@ -463,7 +475,7 @@ def misconfigured(ctx: Ctx, incident: Incident, node: Node, report: ReportSummar
     set_node_state(ctx, node, "MISCONFIGURED", incident, report.reason)
     fleet.leave_repair(ctx, node.arn, back_in_service=False)
     notices.notify(ctx, "node_misconfigured", cause="misconfigured", nodes=[node.arn], jobs=incident.jobs,
-                   incidents=[incident.incident_id], verdict=report.verdict,
+                   incidents=[incident.incident_id], done=done_steps(incident), verdict=report.verdict,
                    summary=f"node {short(node.arn)} is misconfigured: {report.reason}",
                    next_step=report.fix or "Fix the node's configuration, then `gpu-recovery node release NODE`.")
     close(ctx, incident, "misconfigured", report.reason)

@@ -353,6 +353,10 @@ class PendingNotice(_Record):
     verdict: str | None = None
     reasons: list[str] = Field(default_factory=list)
     count: int = 0
+    done: list[str] = Field(default_factory=list)  # what recovery did: the steps' idempotency keys
+    # The first node's instance, noted while its record is loaded: the window closes on the fleet's timer,
+    # when only the fleet's record is.
+    instance_id: str | None = None
 
 
 class Fleet(_Record):

@@ -18,7 +18,7 @@ LISTED = 200  # nodes/jobs named in one message; the count says how many in all
 
 def notify(ctx: Ctx, kind: str, *, cause: str, summary: str, next_step: str, nodes: Sequence[str] = (),
            jobs: Sequence[str] = (), incidents: Sequence[str] = (), xids: Sequence[int] = (),
-           verdict: str | None = None) -> None:
+           verdict: str | None = None, done: Sequence[str] = ()) -> None:
     fleet = ctx.view.fleet()
     window = f"{kind}|{cause}"
     pending = fleet.notices.get(window)
@@ -26,9 +26,12 @@ def notify(ctx: Ctx, kind: str, *, cause: str, summary: str, next_step: str, nod
         pending = PendingNotice(kind=kind, opened_at=ctx.now, summary=summary, next_step=next_step, verdict=verdict)
         fleet.notices[window] = pending
     pending.count += 1
+    if pending.instance_id is None and nodes and not pending.node_arns:
+        pending.instance_id = _instance(ctx, nodes[0])
     _add(pending.node_arns, nodes)
     _add(pending.job_ids, jobs)
     _add(pending.incident_ids, incidents)
+    _add(pending.done, done)
     pending.xids = sorted(set(pending.xids) | set(xids))
     if summary not in pending.reasons and len(pending.reasons) < 20:
         pending.reasons.append(summary)
@@ -77,11 +80,12 @@ def _send(ctx: Ctx, window: str, pending: PendingNotice) -> None:
                     title=title, summary=summary, next_step=pending.next_step,
                     incident_id=pending.incident_ids[0] if pending.incident_ids else None,
                     node_arn=pending.node_arns[0] if pending.node_arns else None,
-                    instance_id=_instance(ctx, pending.node_arns[0]) if pending.node_arns else None,
+                    instance_id=pending.instance_id or (_instance(ctx, pending.node_arns[0]) if pending.node_arns
+                                                        else None),
                     job_ids=list(pending.job_ids), node_arns=list(pending.node_arns),
                     incident_ids=list(pending.incident_ids),
                     seen=Seen(xids=pending.xids, verdict=pending.verdict, reason=pending.summary),
-                    done=[], at=parse_iso(ctx.now))
+                    done=list(pending.done), at=parse_iso(ctx.now))
     key = f"notify:{window}:{pending.opened_at}"
     subject = Subject(node=notice.node_arn, job=notice.job_ids[0] if notice.job_ids else None,
                       incident=notice.incident_id)
