@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks.stats import Figure, progress, unmeasured
 
-GROUPS = ("core", "projector", "replay", "recovery", "cli", "burst", "scale", "dynamodb")
+GROUPS = ("core", "projector", "replay", "recovery", "cli", "burst", "scale", "dynamodb", "e2e")
 KEYS: dict[str, tuple[str, ...]] = {
     "core": ("core.events_per_s", "core.ratio_vs_from_json", "core.ratio_vs_json_loads"),
     "projector": ("projector.ratio_vs_update_item", "projector.requests_per_event", "projector.events_per_s",
@@ -31,6 +31,7 @@ KEYS: dict[str, tuple[str, ...]] = {
               "scale.llama3.state_growth", "scale.llama3.automation_s.p50", "scale.llama3.automation_s.tail",
               "scale.llama3.peak_rss_mb"),
     "dynamodb": ("dynamodb.job_item_bytes_2048",),
+    "e2e": ("e2e.kcl.latency_ms.p50", "e2e.kcl.latency_ms.p99", "e2e.kcl.latency_ms.max"),
 }
 
 
@@ -60,6 +61,7 @@ class Sizes:
     scale_days: float = 54
     job_item_ranks: int = 2_048  # dynamodb.job_item_bytes_2048: its job's ranks and restarts
     job_item_restarts: int = 5
+    kcl_decisions: int = 200  # e2e.kcl: decisions through the real KCL worker (a p99 needs 1,000)
     groups: tuple[str, ...] = GROUPS
     server: str = "process"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +73,8 @@ class Sizes:
                      replay_sizes=(100_000, 1_000_000), replay_runs=3, stream_events=20_000, stream_rounds=5,
                      memory_nodes=1_000, memory_days=(30, 180), recovery_rounds=3,
                      recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=20,
-                     burst_ranks=2_048, burst_runs=1, scale_nodes=2_048, scale_days=54)
+                     burst_ranks=2_048, burst_runs=1, scale_nodes=2_048, scale_days=54,
+                     kcl_decisions=1_000)
 
     @staticmethod
     def quick() -> Sizes:
@@ -91,7 +94,7 @@ class Sizes:
                      replay_runs=1, stream_events=100, stream_rounds=1, memory_nodes=8, memory_days=(30, 60),
                      recovery_rounds=1, recovery_scenarios=("02-xid48-reboot",),
                      cli_runs=2, burst_ranks=4, burst_runs=1, scale_nodes=32, scale_days=27, job_item_ranks=64,
-                     job_item_restarts=2)
+                     job_item_restarts=2, kcl_decisions=3)
 
     def only(self, groups: tuple[str, ...]) -> Sizes:
         return replace(self, groups=groups)
@@ -164,6 +167,10 @@ def run_suite(sizes: Sizes) -> dict[str, Any]:
         from benchmarks.job_item import bench_job_item
 
         figures |= _guarded(KEYS["dynamodb"], lambda: bench_job_item(sizes.job_item_ranks, sizes.job_item_restarts))
+    if "e2e" in sizes.groups:
+        from benchmarks.e2e_kcl import bench_e2e_kcl
+
+        figures |= _guarded(KEYS["e2e"], lambda: bench_e2e_kcl(sizes.kcl_decisions))
     for group in sizes.groups:
         for key in KEYS[group]:
             figures.setdefault(key, {"value": None, "met": None, "error": "not measured"})
