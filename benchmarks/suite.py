@@ -61,7 +61,8 @@ class Sizes:
     scale_days: float = 54
     job_item_ranks: int = 2_048  # dynamodb.job_item_bytes_2048: its job's ranks and restarts
     job_item_restarts: int = 5
-    kcl_decisions: int = 200  # e2e.kcl: decisions through the real KCL worker (a p99 needs 1,000)
+    kcl_decisions: int = 120  # e2e.kcl: decisions through the real KCL worker (a p99 needs 1,000) ...
+    kcl_pace_s: float = 0.5  # ... one event every this many seconds: fresh arrivals, not a backlog
     groups: tuple[str, ...] = GROUPS
     server: str = "process"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -94,7 +95,7 @@ class Sizes:
                      replay_runs=1, stream_events=100, stream_rounds=1, memory_nodes=8, memory_days=(30, 60),
                      recovery_rounds=1, recovery_scenarios=("02-xid48-reboot",),
                      cli_runs=2, burst_ranks=4, burst_runs=1, scale_nodes=32, scale_days=27, job_item_ranks=64,
-                     job_item_restarts=2, kcl_decisions=3)
+                     job_item_restarts=2, kcl_decisions=3, kcl_pace_s=0.2)
 
     def only(self, groups: tuple[str, ...]) -> Sizes:
         return replace(self, groups=groups)
@@ -170,7 +171,7 @@ def run_suite(sizes: Sizes) -> dict[str, Any]:
     if "e2e" in sizes.groups:
         from benchmarks.e2e_kcl import bench_e2e_kcl
 
-        figures |= _guarded(KEYS["e2e"], lambda: bench_e2e_kcl(sizes.kcl_decisions))
+        figures |= _guarded(KEYS["e2e"], lambda: bench_e2e_kcl(sizes.kcl_decisions, sizes.kcl_pace_s))
     for group in sizes.groups:
         for key in KEYS[group]:
             figures.setdefault(key, {"value": None, "met": None, "error": "not measured"})
