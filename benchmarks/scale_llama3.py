@@ -104,7 +104,7 @@ def scale_figures(report: dict[str, Any], *, peak_rss_mb: float, wall_s: float) 
         "scale.llama3.state_growth": figure(
             [float(report["state"]["growth_over_day_7"])], unit="ratio", inputs=inputs, target=STATE_GROWTH_TARGET,
             note=f"recovery state bytes at day {report['days']:g} over day 7: {report['state']['bytes']:,} bytes in "
-                 f"{report['state']['records']:,} records at the end"),
+                 f"{report['state']['records']:,} records at the end; by day: {_state_days(report)}"),
         "scale.llama3.automation_s.p50": figure(
             [float(spread["p50"])], unit="s", inputs=inputs,
             note="per unexpected interruption that hit a job, from the injection to every rank running again "
@@ -117,6 +117,12 @@ def scale_figures(report: dict[str, Any], *, peak_rss_mb: float, wall_s: float) 
             [peak_rss_mb], unit="MiB", inputs=inputs,
             note="VmHWM of the child running the simulation (fleet simulator and recovery consumer in one process)"),
     }
+
+
+def _state_days(report: dict[str, Any]) -> str:
+    """The state's bytes at day 7, day 30 (records live ``ttl_days``, 30 by default, after they end) and the end."""
+    days = {7.0, 30.0, float(report["days"])}
+    return ", ".join(f"day {d['day']:g} {d['bytes']:,}" for d in report["state"]["by_day"] if float(d["day"]) in days)
 
 
 def _child(argv: list[str]) -> int:
