@@ -152,6 +152,12 @@ def _running_event(arn: str, node: str, index: int) -> dict[str, Any]:
             "resources": [arn], "detail": detail}
 
 
+def _tenths(latencies: list[float]) -> list[list[float]]:
+    """The decisions in the order their events were put, in ten parts: does the latency drift as jobs pile up?"""
+    size = max(1, -(-len(latencies) // 10))
+    return [latencies[i:i + size] for i in range(0, len(latencies), size)]
+
+
 def _figures(latencies: list[float], decisions: int, pace_s: float, ready_s: float) -> dict[str, Figure]:
     stat, tail_ms = tail(latencies)
     inputs = {
@@ -163,6 +169,7 @@ def _figures(latencies: list[float], decisions: int, pace_s: float, ready_s: flo
                  "(MultiLangDaemon, --timings local, idleTimeBetweenReadsInMillis=1500)",
         "p90_ms": rounded(percentile(latencies, 90)), "max_ms": rounded(max(latencies)),
         "min_ms": rounded(min(latencies)),
+        "p50_by_tenth_ms": [rounded(percentile(part, 50)) for part in _tenths(latencies)],
     }
     target = Target("<=", POLL_MS + 500)
     tail_note = f"over {len(latencies)} decisions; target: the poll interval + 500 ms"

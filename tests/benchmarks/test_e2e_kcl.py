@@ -29,6 +29,9 @@ def test_a_p99_is_given_only_over_enough_decisions() -> None:
     assert p99["value"] == pytest.approx(percentile(many, 99), rel=1e-3)
     assert p99["target"] == {"op": "<=", "value": POLL_MS + 500} and p99["met"] is True
     assert from_many["e2e.kcl.latency_ms.p50"]["value"] == pytest.approx(percentile(many, 50), rel=1e-3)
+    # AND the drift over the run shows: the median of each tenth, in the order the events were put
+    assert from_many["e2e.kcl.latency_ms.p50"]["inputs"]["p50_by_tenth_ms"] == [
+        pytest.approx(1_049.5 + 100 * tenth, rel=1e-3) for tenth in range(10)]
 
 
 @pytest.mark.slow  # ~50 s on 2 cores: kinesis-local, moto's server, a JVM with the KCL
