@@ -37,7 +37,7 @@ def spares_for(nodes: int) -> int:
     return max(2, nodes // 32)
 
 
-def simulate_in_child(nodes: int, days: float, seed: int = 1, timeout_s: float = 3_600) -> dict[str, Any]:
+def simulate_in_child(nodes: int, days: float, seed: int = 1, timeout_s: float = 4 * 3_600) -> dict[str, Any]:
     """The simulation's report and the child's peak RSS, from a fresh interpreter."""
     command = [sys.executable, "-m", "benchmarks.scale_llama3", str(nodes), f"{days:g}", str(spares_for(nodes)),
                str(seed)]
