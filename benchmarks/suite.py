@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks.stats import Figure, progress, unmeasured
 
-GROUPS = ("core", "projector", "replay", "recovery", "cli", "burst")
+GROUPS = ("core", "projector", "replay", "recovery", "cli", "burst", "scale", "dynamodb", "e2e")
 KEYS: dict[str, tuple[str, ...]] = {
     "core": ("core.events_per_s", "core.ratio_vs_from_json", "core.ratio_vs_json_loads"),
     "projector": ("projector.ratio_vs_update_item", "projector.requests_per_event", "projector.events_per_s",
@@ -27,6 +27,11 @@ KEYS: dict[str, tuple[str, ...]] = {
               "burst.records_per_s_per_worker", "dynamodb.wcu_per_event", "dynamodb.rcu_per_event",
               "dynamodb.wcu_per_fault", "dynamodb.rcu_per_fault", "dynamodb.usd_per_month",
               "dynamodb.job_item_bytes"),
+    "scale": ("scale.llama3.escalations", "scale.llama3.false_out_of_service", "scale.llama3.ettr",
+              "scale.llama3.state_growth", "scale.llama3.automation_s.p50", "scale.llama3.automation_s.tail",
+              "scale.llama3.peak_rss_mb"),
+    "dynamodb": ("dynamodb.job_item_bytes_2048",),
+    "e2e": ("e2e.kcl.latency_ms.p50", "e2e.kcl.latency_ms.p99", "e2e.kcl.latency_ms.max"),
 }
 
 
@@ -52,6 +57,12 @@ class Sizes:
     cli_runs: int
     burst_ranks: int = 16
     burst_runs: int = 1
+    scale_nodes: int = 64  # scale.llama3: nodes x days of Llama 3's fault mix, one job on every node
+    scale_days: float = 54
+    job_item_ranks: int = 2_048  # dynamodb.job_item_bytes_2048: its job's ranks and restarts
+    job_item_restarts: int = 5
+    kcl_decisions: int = 120  # e2e.kcl: decisions through the real KCL worker (a p99 needs 1,000) ...
+    kcl_pace_s: float = 0.5  # ... one event every this many seconds: fresh arrivals, not a backlog
     groups: tuple[str, ...] = GROUPS
     server: str = "process"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -63,7 +74,8 @@ class Sizes:
                      replay_sizes=(100_000, 1_000_000), replay_runs=3, stream_events=20_000, stream_rounds=5,
                      memory_nodes=1_000, memory_days=(30, 180), recovery_rounds=3,
                      recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=20,
-                     burst_ranks=2_048, burst_runs=1)
+                     burst_ranks=2_048, burst_runs=1, scale_nodes=2_048, scale_days=54,
+                     kcl_decisions=1_000)
 
     @staticmethod
     def quick() -> Sizes:
@@ -73,7 +85,7 @@ class Sizes:
                      replay_sizes=(20_000, 100_000), replay_runs=1, stream_events=5_000, stream_rounds=3,
                      memory_nodes=100, memory_days=(30, 180), recovery_rounds=1,
                      recovery_scenarios=("01-xid79-quarantine", "02-xid48-reboot", "10-breaker"), cli_runs=5,
-                     burst_ranks=16, burst_runs=1)
+                     burst_ranks=16, burst_runs=1, scale_nodes=64, scale_days=54)
 
     @staticmethod
     def tiny() -> Sizes:
@@ -82,7 +94,8 @@ class Sizes:
                      projector_batches=1, projector_runs=2, kcl_events=70, kcl_runs=2, replay_sizes=(200, 400),
                      replay_runs=1, stream_events=100, stream_rounds=1, memory_nodes=8, memory_days=(30, 60),
                      recovery_rounds=1, recovery_scenarios=("02-xid48-reboot",),
-                     cli_runs=2, burst_ranks=4, burst_runs=1)
+                     cli_runs=2, burst_ranks=4, burst_runs=1, scale_nodes=32, scale_days=27, job_item_ranks=64,
+                     job_item_restarts=2, kcl_decisions=3, kcl_pace_s=0.2)
 
     def only(self, groups: tuple[str, ...]) -> Sizes:
         return replace(self, groups=groups)
@@ -147,6 +160,18 @@ def run_suite(sizes: Sizes) -> dict[str, Any]:
         from benchmarks.burst_bench import bench_burst
 
         figures |= _guarded(KEYS["burst"], lambda: bench_burst(sizes.burst_ranks, runs=sizes.burst_runs))
+    if "scale" in sizes.groups:
+        from benchmarks.scale_llama3 import bench_scale_llama3
+
+        figures |= _guarded(KEYS["scale"], lambda: bench_scale_llama3(sizes.scale_nodes, sizes.scale_days))
+    if "dynamodb" in sizes.groups:
+        from benchmarks.job_item import bench_job_item
+
+        figures |= _guarded(KEYS["dynamodb"], lambda: bench_job_item(sizes.job_item_ranks, sizes.job_item_restarts))
+    if "e2e" in sizes.groups:
+        from benchmarks.e2e_kcl import bench_e2e_kcl
+
+        figures |= _guarded(KEYS["e2e"], lambda: bench_e2e_kcl(sizes.kcl_decisions, sizes.kcl_pace_s))
     for group in sizes.groups:
         for key in KEYS[group]:
             figures.setdefault(key, {"value": None, "met": None, "error": "not measured"})

@@ -13,6 +13,8 @@ from benchmarks.__main__ import main
 from benchmarks.stats import TAIL_MIN_SAMPLES, Target, figure, pair_ratios, percentile, tail
 from benchmarks.suite import GROUPS, KEYS
 
+# Their own tests run them (test_the_tiny_burst..., tests/benchmarks/test_e2e_kcl.py): slow, each a stack of its own.
+SLOW_GROUPS = {"burst", "e2e"}
 WITH_TARGET = {"core.ratio_vs_from_json", "core.ratio_vs_json_loads", "projector.ratio_vs_update_item",
                "projector.requests_per_event", "projector.ratio_vs_naive", "projector.ddb_requests_per_event",
                "replay.ratio_vs_fastest_read", "replay.ratio_vs_bare_read", "replay.memory_growth_180d",
@@ -61,12 +63,12 @@ def test_a_tail_is_a_p99_only_over_enough_samples() -> None:
 def test_the_tiny_suite_prints_one_json_object_with_every_key(capsys: pytest.CaptureFixture[str]) -> None:
     # GIVEN the suite at its tiny sizes (every benchmark once, on fresh embedded AWS servers)
     # WHEN it runs with --json
-    assert main(["--tiny", "--json", "--only", ",".join(g for g in GROUPS if g != "burst")]) == 0
+    assert main(["--tiny", "--json", "--only", ",".join(g for g in GROUPS if g not in SLOW_GROUPS)]) == 0
     result = json.loads(capsys.readouterr().out)
     # THEN one object holds every figure of the issue, each with its runs, inputs, target and baseline
     assert result["mode"] == "tiny"
     assert {"nproc", "cpu_model", "memory_gib", "python"} <= set(result["machine"])
-    for key in (k for group, keys in KEYS.items() if group != "burst" for k in keys):
+    for key in (k for group, keys in KEYS.items() if group not in SLOW_GROUPS for k in keys):
         fig = result[key]
         assert "error" not in fig, f"{key}: {fig.get('error')}"
         assert isinstance(fig["value"], int | float), key
