@@ -87,3 +87,21 @@ def test_an_unknown_setting_is_one_line_and_exit_2(tmp_path: Path, capsys: pytes
     assert main(["simulate", "--nodes", "8", "--settings", str(settings)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gpu-recovery: error: --settings") and "max_restarts" in err and "\n" not in err
+
+
+@pytest.mark.slow  # about a minute of CPU: the issue's CI-sized run, 256 nodes for Llama 3's 54 days
+def test_the_ci_sized_llama3_run_256_nodes_54_days(capsys: Any) -> None:
+    # GIVEN the command as an operator types it
+    argv = ["simulate", "--fault-mix", "llama3", "--nodes", "256", "--days", "54", "--spares", "8", "--seed", "1",
+            "--engine", "core", "--json"]
+    # WHEN it runs
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    head = report["headline"]
+    # THEN Table 5's interruptions, scaled to 256 nodes, hit the job and recovery keeps it training:
+    # nothing irreversible done wrongly, no node out of service for a non-hardware cause, no action twice
+    assert head["interruptions"] > 40
+    assert head["wrong_irreversible_actions"] == 0 and report["out_of_service"]["false"] == 0
+    assert report["actions"]["twice_count"] == 0
+    assert head["effective_training_time"] > 0.95
+    assert head["escalated_to_humans"] <= 3
