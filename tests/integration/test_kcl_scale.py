@@ -191,12 +191,6 @@ def test_kcl_workers_share_leases_survive_a_sigkill_and_match_the_replay(
     recovery_2 = stack.start_worker("recovery", worker_id="recovery-2", extra=WORKER_OPTIONS, nice=WORKER_NICE)
     projectors, recoveries = [first, second], [recovery, recovery_2]
     everyone = [*projectors, *recoveries]
-    # AND the two recovery workers share the leases (balanced before the fault events arrive)
-    scale.wait_for(
-        lambda: all(scale.owners(scale.lease_rows(dynamodb, RECOVERY_APP)).get(w.worker_id) for w in recoveries),
-        timeout=BALANCE_TIMEOUT_S, interval=0.5, what="both recovery workers holding leases",
-        alive=lambda: _dead_worker(everyone),
-    )
 
     # AND 20,000 ECS events over 200 nodes and 50 jobs, with duplicates and one poison record per shard
     records = scale.stream_records(workload, DUPLICATES, world.renames())
@@ -218,6 +212,12 @@ def test_kcl_workers_share_leases_survive_a_sigkill_and_match_the_replay(
         lambda: bool(scale.owners(scale.lease_rows(dynamodb, PROJECTOR_APP)).get(victim.worker_id))
         and bool(scale.batches_in_log(victim.log_path)),
         timeout=BALANCE_TIMEOUT_S, interval=0.5, what=f"{victim.worker_id} holding leases and processing",
+        alive=lambda: _dead_worker(everyone),
+    )
+    # AND the two recovery workers share the leases too (KCL 3 balances by throughput: only once records flow)
+    recovery_balanced_s = scale.wait_for(
+        lambda: all(scale.owners(scale.lease_rows(dynamodb, RECOVERY_APP)).get(w.worker_id) for w in recoveries),
+        timeout=BALANCE_TIMEOUT_S, interval=0.5, what="both recovery workers holding leases",
         alive=lambda: _dead_worker(everyone),
     )
     feeder.released.set()
@@ -266,6 +266,7 @@ def test_kcl_workers_share_leases_survive_a_sigkill_and_match_the_replay(
     figures = _figures(
         records=len(records) + SHARDS, projectors=projectors, recoveries=recoveries, victim=victim, survivor=survivor,
         orphaned=orphaned, leader=leader, leases_taken_s=leases_taken_s, balanced_s=balanced_s,
+        recovery_balanced_s=recovery_balanced_s,
         takeover_s=takeover_s, feeder=feeder, settle_s=settle_s, killed_at=killed_at,
         taken_over_at=taken_over_at, settled_at=settled_at, test_started=test_started,
     )
@@ -332,7 +333,8 @@ def _as_recovery_knows(store: Any, task_arns: list[str]) -> str:
 
 
 def _figures(*, records: int, projectors: list[Worker], recoveries: list[Worker], victim: Worker, survivor: Worker,
-             orphaned: set[str], leader: str | None, leases_taken_s: float, balanced_s: float, takeover_s: float,
+             orphaned: set[str], leader: str | None, leases_taken_s: float, balanced_s: float,
+             recovery_balanced_s: float, takeover_s: float,
              feeder: scale.Feeder, settle_s: float, killed_at: float, taken_over_at: float,
              settled_at: float, test_started: float) -> dict[str, Any]:
     def rates(worker: Worker) -> dict[str, Any]:
@@ -346,6 +348,7 @@ def _figures(*, records: int, projectors: list[Worker], recoveries: list[Worker]
         "projector_1_leases_taken_s": round(leases_taken_s, 1),
         "victim": victim.worker_id, "leader": leader, "orphaned_leases": sorted(orphaned),
         "victim_holding_and_processing_after_hold_s": round(balanced_s, 1),
+        "recovery_workers_sharing_after_hold_s": round(recovery_balanced_s, 1),
         "lease_takeover_s": round(takeover_s, 1),
         "first_half_fed_s": round(feeder.held_at - feeder.started_at, 1),
         "feed_s": round(feeder.finished_at - feeder.started_at, 1),
