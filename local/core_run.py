@@ -198,16 +198,7 @@ class CoreRun:
 
     def _launch(self, job_id: str, node_names: list[str], family: str, tags: list[dict[str, str]],
                 gpus: int) -> None:
-        fleet = self.fleet
-        task_definition = fleet.register_training_family(family, gpus=gpus)
-        nodes = [fleet.node_by_name(name) for name in node_names]
-        tasks = fleet.start_tasks(
-            task_definition, nodes, group=job_id, started_by="trainer-launcher", tags=tags, gpus=gpus,
-            overrides_for=lambda rank: {"containerOverrides": [{"name": "trainer", "environment": [
-                {"name": "RANK", "value": str(rank)}, {"name": "WORLD_SIZE", "value": str(len(nodes))}]}]},
-        )
-        fleet.emit([fleet.advance_task(task, "PROVISIONING") for task in tasks])
-        fleet.run_to_running(tasks)
+        tasks = self.fleet.launch_job(job_id, [self.fleet.node_by_name(n) for n in node_names], family, tags, gpus)
         self.say(f"job {job_id}: {len(tasks)} ranks RUNNING")
 
     def _scripted(self, event: EventSpec) -> None:

@@ -149,6 +149,20 @@ class FleetSimulator:
     def node_by_name(self, name: str) -> SimNode:
         return next(node for node in self.nodes.values() if node.name == name)
 
+    def launch_job(self, job_id: str, nodes: Sequence[SimNode], family: str, tags: list[dict[str, str]],
+                   gpus: int) -> list[SimTask]:
+        """A training job as a launcher starts it: one rank per node (RANK, WORLD_SIZE), group = the job,
+        through PROVISIONING to RUNNING."""
+        task_definition = self.register_training_family(family, gpus=gpus)
+        tasks = self.start_tasks(
+            task_definition, nodes, group=job_id, started_by="trainer-launcher", tags=tags, gpus=gpus,
+            overrides_for=lambda rank: {"containerOverrides": [{"name": "trainer", "environment": [
+                {"name": "RANK", "value": str(rank)}, {"name": "WORLD_SIZE", "value": str(len(nodes))}]}]},
+        )
+        self.emit([self.advance_task(task, "PROVISIONING") for task in tasks])
+        self.run_to_running(tasks)
+        return tasks
+
     def set_node(self, node: SimNode, **changes: Any) -> None:
         for key, value in changes.items():
             setattr(node, key, value)

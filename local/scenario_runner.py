@@ -253,20 +253,13 @@ class ScenarioRun:
     def _launch(self, job_id: str, node_names: list[str], family: str, tags: list[dict[str, str]],
                 gpus: int) -> None:
         fleet = self.fleet
-        task_definition = fleet.register_training_family(family, gpus=gpus)
         nodes = [fleet.node_by_name(name) for name in node_names]
         for node in nodes:
             if node.gpus_free < gpus * node_names.count(node.name):
                 raise ConfigError(f"scenario {self.scenario.name}: job {job_id} needs {gpus} GPUs per rank; "
                                   f"{node.name} has {node.gpus_free} free")
         self._job_nodes[job_id] = {n.name for n in nodes}
-        tasks = fleet.start_tasks(
-            task_definition, nodes, group=job_id, started_by="trainer-launcher", tags=tags, gpus=gpus,
-            overrides_for=lambda rank: {"containerOverrides": [{"name": "trainer", "environment": [
-                {"name": "RANK", "value": str(rank)}, {"name": "WORLD_SIZE", "value": str(len(nodes))}]}]},
-        )
-        fleet.emit([fleet.advance_task(task, "PROVISIONING") for task in tasks])
-        fleet.run_to_running(tasks)
+        tasks = fleet.launch_job(job_id, nodes, family, tags, gpus)
         self.say(f"job {job_id}: {len(tasks)} ranks RUNNING on {', '.join(node_names)}")
 
     def _inject(self, fault: Any) -> None:
